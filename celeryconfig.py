@@ -1,0 +1,40 @@
+"""Celery settings for proj: the one place configuration enters a worker or client.
+
+Broker and result backend come from REDIS_URL, or from CELERY_BROKER_URL and
+CELERY_RESULT_BACKEND when those are set. Each SINGLETON_* variable overrides the
+matching singleton_* setting (see README, "Configuration").
+"""
+
+import os
+
+_env = os.environ
+_redis_url = _env.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+broker_url = _env.get("CELERY_BROKER_URL", _redis_url)
+result_backend = _env.get("CELERY_RESULT_BACKEND", _redis_url)
+
+# JSON only: a pickled message is refused by workers and clients alike.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+
+# A step whose worker dies is redelivered, not lost. A step must finish within the
+# visibility timeout or it is redelivered while still running (the step lease then
+# keeps the second delivery from running it twice at once).
+task_acks_late = True
+worker_prefetch_multiplier = 1
+broker_transport_options = {
+    "visibility_timeout": int(_env.get("SINGLETON_VISIBILITY_TIMEOUT", "3600")),
+    # How often a live worker looks for unacked messages past the visibility timeout.
+    "unacked_restore_interval": int(_env.get("BROKER_RESTORE_INTERVAL", "10")),
+    "unacked_restore_throttle": 1,
+}
+result_extended = True
+worker_deduplicate_successful_tasks = True
+broker_connection_retry_on_startup = True
+enable_utc = True
+
+singleton_key_prefix = _env.get("SINGLETON_KEY_PREFIX", "singleton")
+singleton_retention = float(_env.get("SINGLETON_RETENTION", str(7 * 24 * 3600)))
+singleton_step_lease = float(_env.get("SINGLETON_STEP_LEASE", "60"))

@@ -1,0 +1,13 @@
+"""The Celery app (``celery -A proj worker``), wired to the singleton layer."""
+
+from celery import Celery
+
+import singleton
+
+app = Celery(
+    "proj",
+    task_cls=singleton.SingletonTask,
+    include=["proj.tasks", "proj.orchestrators"],
+)
+app.config_from_object("celeryconfig")
+singleton.init_app(app)

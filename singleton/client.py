@@ -1,0 +1,296 @@
+"""The client: start singleton orchestrations and manage their instances."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from celery import Celery
+from kombu.utils.json import dumps, loads
+
+from .errors import (
+    InstanceAlreadyExists,
+    InstanceIsLive,
+    InstanceIsTerminal,
+    InstanceNotFound,
+    InvalidContinuationToken,
+    InvalidInput,
+    ServiceUnavailable,
+    WaitTimeout,
+)
+from .orchestrator import get_orchestrator
+from .runs import RunIdentity, run_canvas
+from .status import (
+    OrchestrationStatus,
+    RuntimeStatus,
+    new_instance_id,
+    validate_instance_id,
+)
+from .worker import runtime
+
+logger = logging.getLogger(__name__)
+
+# How many index entries a filtered list page may examine per requested result.
+SCAN_FACTOR = 10
+
+
+@dataclass(frozen=True)
+class StatusPage:
+    """One page of a listing and the token for the next (None at the end)."""
+
+    instances: list[OrchestrationStatus]
+    continuation_token: str | None
+
+
+class OrchestrationClient:
+    """Start orchestrations as singletons and query, terminate and purge instances."""
+
+    def __init__(self, app: Celery) -> None:
+        """Bind the client to a Celery app on which ``singleton.init_app`` was called."""
+        self._app = app
+        self._store = runtime(app).store
+
+    # -- starting ---------------------------------------------------------------
+    def start_new(self, name: str, instance_id: str | None = None, input: Any = None) -> str:
+        """Start orchestrator `name` under `instance_id` unless a live run holds that ID.
+
+        Args:
+            name: a registered orchestrator's name.
+            instance_id: the singleton key; a random 32-hex-character ID when None.
+            input: any JSON-serialisable value, handed to the orchestrator.
+
+        Returns:
+            The instance ID.
+
+        Raises:
+            OrchestratorNotFound, InvalidInstanceId, InvalidInput: nothing was claimed.
+            InstanceAlreadyExists: a Pending or Running run holds the ID.
+            ServiceUnavailable: Redis or the broker failed; the ID is not left claimed.
+        """
+        orchestrator = get_orchestrator(name)
+        instance_id = new_instance_id() if instance_id is None else validate_instance_id(instance_id)
+        input_json = _encode_input(input)
+        try:
+            canvas = orchestrator.build(input)
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput(str(exc)) from exc
+        identity = RunIdentity(instance_id, uuid.uuid4().hex, orchestrator.name)
+        canvas = run_canvas(self._app, canvas, identity)
+        claim = self._store.claim(instance_id, orchestrator.name, identity.run_id, input_json)
+        if not claim.claimed:
+            raise InstanceAlreadyExists(instance_id, claim.status, claim.run_id)
+        try:
+            canvas.apply_async()
+        except Exception as exc:
+            self._give_back(instance_id, claim)
+            raise ServiceUnavailable(
+                f"Could not publish the orchestration to the broker: {exc}",
+                instance_id=instance_id,
+            ) from exc
+        return instance_id
+
+    def _give_back(self, instance_id: str, claim: Any) -> None:
+        try:
+            self._store.undo_claim(instance_id, claim)
+        except ServiceUnavailable:
+            logger.error("Could not undo the claim of %r after a failed publish", instance_id)
+            raise
+
+    # -- reading ----------------------------------------------------------------
+    def get_status(self, instance_id: str, *, show_input: bool = True) -> OrchestrationStatus | None:
+        """Return the instance's status, or None when no record exists."""
+        record = self._store.read(validate_instance_id(instance_id))
+        return None if record is None else _to_status(instance_id, record, show_input)
+
+    def get_status_by(
+        self,
+        *,
+        runtime_status: Iterable[RuntimeStatus] | None = None,
+        created_time_from: datetime | None = None,
+        created_time_to: datetime | None = None,
+        instance_id_prefix: str | None = None,
+        page_size: int = 100,
+        continuation_token: str | None = None,
+        show_input: bool = True,
+    ) -> StatusPage:
+        """Return one page of instances, newest first, that match every filter given.
+
+        A page examines at most ``page_size`` index entries (``SCAN_FACTOR`` times that
+        with a status or prefix filter), so its cost does not grow with the number of
+        records. A filtered page may hold fewer than ``page_size`` instances and still
+        carry a continuation token; follow tokens until one is None.
+
+        Raises:
+            InvalidContinuationToken: the token was not issued by this library.
+        """
+        statuses = {RuntimeStatus(s) for s in runtime_status} if runtime_status else None
+        filtered = bool(statuses or instance_id_prefix)
+        budget = max(1, page_size) * (SCAN_FACTOR if filtered else 1)
+        cursor = _decode_token(continuation_token) if continuation_token else None
+        newest = cursor[0] if cursor else _us(created_time_to, math.inf)
+        oldest = _us(created_time_from, -math.inf)
+        candidates, more = self._candidates(newest, oldest, cursor, budget)
+        wanted = [(i, s) for i, s in candidates]
+        records = self._store.read_many(i for i, _ in wanted)
+        found: list[OrchestrationStatus] = []
+        last = None
+        for (instance_id, score), record in zip(wanted, records, strict=True):
+            last = (score, instance_id)
+            if record is None or (instance_id_prefix and not instance_id.startswith(instance_id_prefix)):
+                continue
+            status = _to_status(instance_id, record, show_input)
+            if statuses and status.runtime_status not in statuses:
+                continue
+            found.append(status)
+            if len(found) == page_size:
+                more = more or (instance_id, score) != wanted[-1]
+                break
+        token = _encode_token(last) if more and last else None
+        return StatusPage(found, token)
+
+    def _candidates(
+        self, newest: float, oldest: float, cursor: tuple[int, str] | None, budget: int
+    ) -> tuple[list[tuple[str, int]], bool]:
+        per_shard = self._store.index_page(newest, oldest, budget)
+        more = any(len(rows) == budget for rows in per_shard)
+        merged = [
+            (i, s) for rows in per_shard for i, s in rows
+            if cursor is None or (s, i) < cursor
+        ]
+        merged.sort(key=lambda row: (row[1], row[0]), reverse=True)
+        return merged[:budget], more or len(merged) > budget
+
+    def get_status_all(self, *, show_input: bool = True) -> list[OrchestrationStatus]:
+        """Return every instance on record, newest first (follows all pages)."""
+        return list(self._iter_status(show_input=show_input))
+
+    def _iter_status(self, **filters: Any) -> Iterable[OrchestrationStatus]:
+        token = None
+        while True:
+            page = self.get_status_by(continuation_token=token, **filters)
+            yield from page.instances
+            token = page.continuation_token
+            if token is None:
+                return
+
+    def wait_for_completion(self, instance_id: str, timeout: float = 60.0) -> OrchestrationStatus:
+        """Poll until the instance reaches a terminal status and return that status.
+
+        Raises:
+            InstanceNotFound: no record exists (or it was purged while waiting).
+            WaitTimeout: still live after `timeout` seconds; carries the last status.
+        """
+        deadline = time.monotonic() + timeout
+        pause = 0.02
+        while True:
+            status = self.get_status(instance_id)
+            if status is None:
+                raise InstanceNotFound(instance_id)
+            if status.runtime_status.is_terminal:
+                return status
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(instance_id, status)
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 0.5)
+
+    # -- managing ---------------------------------------------------------------
+    def terminate(self, instance_id: str, reason: str | None = None) -> None:
+        """Terminate the live run of the instance; no further step of it will run.
+
+        Raises:
+            InstanceNotFound: no record exists.
+            InstanceIsTerminal: the instance has already finished.
+        """
+        outcome, status = self._store.terminate(validate_instance_id(instance_id), dumps(reason))
+        if outcome == "missing":
+            raise InstanceNotFound(instance_id)
+        if outcome == "terminal":
+            raise InstanceIsTerminal(instance_id, RuntimeStatus(status))
+
+    def purge_instance_history(self, instance_id: str) -> int:
+        """Delete a finished instance's record; return how many were deleted (0 or 1).
+
+        Raises:
+            InstanceIsLive: a run is still Pending or Running; nothing was deleted.
+        """
+        outcome, status = self._store.purge(validate_instance_id(instance_id))
+        if outcome == "live":
+            raise InstanceIsLive(instance_id, RuntimeStatus(status))
+        return int(outcome == "ok")
+
+    def purge_instance_history_by(
+        self,
+        *,
+        created_time_from: datetime,
+        created_time_to: datetime | None = None,
+        runtime_status: Iterable[RuntimeStatus] | None = None,
+    ) -> int:
+        """Delete every finished instance matching the filters; return how many."""
+        statuses = {RuntimeStatus(s) for s in runtime_status or RuntimeStatus}
+        matching = self._iter_status(
+            created_time_from=created_time_from,
+            created_time_to=created_time_to,
+            runtime_status=[s for s in statuses if s.is_terminal],
+            show_input=False,
+        )
+        return sum(self._store.purge(s.instance_id)[0] == "ok" for s in list(matching))
+
+
+def _encode_input(value: Any) -> str:
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"the input is not JSON-serialisable ({exc})") from exc
+
+
+def _us(moment: datetime | None, default: float) -> float:
+    if moment is None:
+        return default
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp() * 1_000_000
+
+
+def _time(us: str) -> datetime:
+    return datetime.fromtimestamp(int(us) / 1_000_000, tz=UTC)
+
+
+def _to_status(instance_id: str, record: dict[str, str], show_input: bool) -> OrchestrationStatus:
+    def value(field: str) -> Any:
+        raw = record.get(field)
+        return None if raw is None else loads(raw)
+
+    return OrchestrationStatus(
+        name=record["name"],
+        instance_id=instance_id,
+        runtime_status=RuntimeStatus(record["status"]),
+        input=value("input") if show_input else None,
+        output=value("output"),
+        custom_status=value("custom"),
+        created_time=_time(record["created"]),
+        last_updated_time=_time(record["updated"]),
+        run_id=record["run"],
+    )
+
+
+def _encode_token(position: tuple[int, str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(position)).encode()).decode()
+
+
+def _decode_token(token: str) -> tuple[int, str]:
+    try:
+        score, instance_id = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if isinstance(score, int) and isinstance(instance_id, str):
+            return score, instance_id
+    except (ValueError, TypeError, binascii.Error):
+        pass
+    raise InvalidContinuationToken(token)

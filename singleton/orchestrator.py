@@ -1,0 +1,67 @@
+"""Registering orchestrators: functions that turn an input into a Celery canvas."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, overload
+
+from celery.canvas import Signature
+
+from .errors import OrchestratorNotFound
+
+OrchestratorFn = Callable[[Any], Signature]
+
+
+@dataclass(frozen=True)
+class Orchestrator:
+    """A registered orchestrator: its public name and the function building its canvas."""
+
+    name: str
+    fn: OrchestratorFn
+
+    def build(self, input: Any) -> Signature:
+        """Return the canvas for one run of this orchestrator."""
+        return self.fn(input)
+
+
+_registry: dict[str, Orchestrator] = {}
+
+
+@overload
+def orchestrator(fn: OrchestratorFn, /) -> OrchestratorFn: ...
+@overload
+def orchestrator(*, name: str | None = None) -> Callable[[OrchestratorFn], OrchestratorFn]: ...
+
+
+def orchestrator(fn: OrchestratorFn | None = None, /, *, name: str | None = None) -> Any:
+    """Register ``fn(input) -> canvas`` as an orchestrator (name defaults to fn's name).
+
+    Usable bare (``@orchestrator``) or with a name (``@orchestrator(name="Nightly")``).
+    The function should raise ValueError or TypeError for input it cannot accept; a
+    start then fails with InvalidInput before anything is claimed.
+    """
+
+    def register(f: OrchestratorFn) -> OrchestratorFn:
+        key = name or f.__name__
+        _registry[key] = Orchestrator(key, f)
+        return f
+
+    return register(fn) if fn is not None else register
+
+
+def get_orchestrator(name: str) -> Orchestrator:
+    """Return the orchestrator registered as `name`.
+
+    Raises:
+        OrchestratorNotFound: nothing is registered under that name.
+    """
+    try:
+        return _registry[name]
+    except (KeyError, TypeError):
+        raise OrchestratorNotFound(str(name)) from None
+
+
+def orchestrator_names() -> list[str]:
+    """Return the names of every registered orchestrator, sorted."""
+    return sorted(_registry)

@@ -1,0 +1,78 @@
+"""Runtime statuses, the status record a caller sees, and instance ID rules."""
+
+from __future__ import annotations
+
+import enum
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .errors import InvalidInstanceId
+
+MAX_INSTANCE_ID_LENGTH = 256
+_FORBIDDEN = re.compile(r"[/\\?#\x00-\x1f\x7f]")
+
+
+class RuntimeStatus(str, enum.Enum):
+    """The lifecycle states of an instance, named as in Durable Functions."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    TERMINATED = "Terminated"
+
+    @property
+    def is_live(self) -> bool:
+        """Return True while a run of this status holds its instance ID."""
+        return self in LIVE_STATUSES
+
+    @property
+    def is_terminal(self) -> bool:
+        """Return True when the run has finished and the ID is free again."""
+        return not self.is_live
+
+
+LIVE_STATUSES = frozenset({RuntimeStatus.PENDING, RuntimeStatus.RUNNING})
+
+
+@dataclass(frozen=True)
+class OrchestrationStatus:
+    """A snapshot of one instance's record."""
+
+    name: str
+    instance_id: str
+    runtime_status: RuntimeStatus
+    input: Any
+    output: Any
+    custom_status: Any
+    created_time: datetime
+    last_updated_time: datetime
+    run_id: str
+
+
+def new_instance_id() -> str:
+    """Return a random instance ID: 32 lowercase hex characters."""
+    return uuid.uuid4().hex
+
+
+def validate_instance_id(instance_id: Any) -> str:
+    """Return the instance ID unchanged if it follows the contract's rules.
+
+    Raises:
+        InvalidInstanceId: it is not a string, is empty or too long, starts with
+            '@', or contains '/', '\\', '?', '#' or a control character.
+    """
+    if not isinstance(instance_id, str):
+        raise InvalidInstanceId(instance_id, "it must be a string")
+    if not 1 <= len(instance_id) <= MAX_INSTANCE_ID_LENGTH:
+        raise InvalidInstanceId(instance_id, "it must be 1 to 256 characters long")
+    if instance_id.startswith("@"):
+        raise InvalidInstanceId(instance_id, "it must not start with '@'")
+    if _FORBIDDEN.search(instance_id):
+        raise InvalidInstanceId(
+            instance_id, "it must not contain '/', '\\', '?', '#' or control characters"
+        )
+    return instance_id

@@ -1,0 +1,78 @@
+"""Probe tasks and orchestrators for tests; workers load them with ``-I tests.probe``.
+
+Each probe step appends what it did to a Redis list of the test's own (``probe:<key>``),
+so tests count executions in Redis, across processes, not in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from celery import chain
+from celery.canvas import Signature
+
+from proj.celery import app
+from singleton import orchestrator
+
+
+def record(key: str, event: str, task_id: str, **extra: Any) -> None:
+    entry = {"event": event, "task": task_id, "pid": os.getpid(), "t": time.time(), **extra}
+    app.backend.client.rpush(f"probe:{key}", json.dumps(entry))
+
+
+def events(redis_client: Any, key: str) -> list[dict]:
+    return [json.loads(e) for e in redis_client.lrange(f"probe:{key}", 0, -1)]
+
+
+@app.task(bind=True)
+def probe_step(self, seconds: float, key: str) -> str:
+    record(key, "start", self.request.id)
+    time.sleep(seconds)
+    record(key, "end", self.request.id)
+    return key
+
+
+@app.task(bind=True, max_retries=3)
+def flaky_step(self, key: str) -> str:
+    attempt = app.backend.client.incr(f"probe:{key}:attempts")
+    record(key, "attempt", self.request.id, attempt=attempt)
+    if attempt < 3:
+        raise self.retry(countdown=0.1)
+    return f"succeeded on attempt {attempt}"
+
+
+@app.task(bind=True)
+def suicide_step(self, key: str) -> None:
+    record(key, "start", self.request.id)
+    os._exit(1)  # the pool child dies mid-step: WorkerLostError
+
+
+@app.task(bind=True, time_limit=1)
+def overtime_step(self, key: str) -> None:
+    record(key, "start", self.request.id)
+    time.sleep(10)
+
+
+@orchestrator
+def Probe(input: dict) -> Signature:  # noqa: N802
+    """``steps`` probe steps of ``seconds`` each, all recording under ``key``."""
+    steps = [probe_step.si(input["seconds"], input["key"]) for _ in range(input.get("steps", 1))]
+    return chain(*steps) if len(steps) > 1 else steps[0]
+
+
+@orchestrator
+def Flaky(input: dict) -> Signature:  # noqa: N802
+    return flaky_step.si(input["key"])
+
+
+@orchestrator
+def Suicide(input: dict) -> Signature:  # noqa: N802
+    return chain(suicide_step.si(input["key"]), probe_step.si(0, input["key"]))
+
+
+@orchestrator
+def Overtime(input: dict) -> Signature:  # noqa: N802
+    return chain(overtime_step.si(input["key"]), probe_step.si(0, input["key"]))

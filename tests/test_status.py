@@ -1,0 +1,131 @@
+"""Instance ID rules (validate_instance_id, new_instance_id) and RuntimeStatus predicates."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from singleton import InvalidInstanceId, RuntimeStatus, new_instance_id, validate_instance_id
+from singleton.errors import SingletonError
+
+LENGTH_RULE = "it must be 1 to 256 characters long"
+CHARACTER_RULE = "it must not contain '/', '\\', '?', '#' or control characters"
+
+
+@pytest.mark.parametrize(
+    "instance_id",
+    [
+        "a",
+        "x" * 256,
+        "Ünïcødé-实例-🚀",
+        "with spaces inside",
+        " leading and trailing ",
+        "colons:are:fine",
+        "{braces}",
+        "}{",
+        "mid@dle",
+        "a" * 255 + "é",
+    ],
+)
+def test_valid_instance_id_is_returned_unchanged(instance_id: str) -> None:
+    assert validate_instance_id(instance_id) is instance_id
+
+
+def _rejection(instance_id: object) -> InvalidInstanceId:
+    with pytest.raises(InvalidInstanceId) as caught:
+        validate_instance_id(instance_id)
+    return caught.value
+
+
+def test_empty_instance_id_is_rejected_for_its_length() -> None:
+    error = _rejection("")
+    assert error.instance_id == ""
+    assert error.reason == LENGTH_RULE
+    assert str(error) == f"Invalid instance ID '': {LENGTH_RULE}."
+
+
+def test_instance_id_of_257_characters_is_rejected_for_its_length() -> None:
+    too_long = "y" * 257
+    error = _rejection(too_long)
+    assert error.instance_id == too_long
+    assert str(error) == f"Invalid instance ID {too_long!r}: {LENGTH_RULE}."
+
+
+def test_length_counts_characters_not_bytes() -> None:
+    assert validate_instance_id("é" * 256) == "é" * 256
+    assert _rejection("é" * 257).reason == LENGTH_RULE
+
+
+def test_instance_id_starting_with_at_sign_is_rejected() -> None:
+    error = _rejection("@entity")
+    assert error.instance_id == "@entity"
+    assert str(error) == "Invalid instance ID '@entity': it must not start with '@'."
+
+
+@pytest.mark.parametrize(
+    "instance_id",
+    ["a/b", "a\\b", "what?", "#tag", "nul\x00byte", "line\nbreak", "tab\there", "\x1f", "del\x7f"],
+)
+def test_instance_id_with_forbidden_character_is_rejected(instance_id: str) -> None:
+    error = _rejection(instance_id)
+    assert error.instance_id == instance_id
+    assert error.reason == CHARACTER_RULE
+    assert str(error) == f"Invalid instance ID {instance_id!r}: {CHARACTER_RULE}."
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: status._FORBIDDEN only covers \\x00-\\x1f and \\x7f; the C1 control characters "
+    "\\x80-\\x9f (e.g. NEL \\x85) are accepted although the rule (and Durable Functions' "
+    "char.IsControl) forbids every control character",
+)
+@pytest.mark.parametrize("control", ["\x80", "\x85", "\x9f"])
+def test_instance_id_with_c1_control_character_is_rejected(control: str) -> None:
+    error = _rejection(f"c1{control}control")
+    assert error.reason == CHARACTER_RULE
+
+
+@pytest.mark.parametrize("instance_id", [None, 42, b"bytes", ["a"]])
+def test_non_string_instance_id_is_rejected(instance_id: object) -> None:
+    error = _rejection(instance_id)
+    assert error.instance_id == instance_id
+    assert error.reason == "it must be a string"
+    assert str(error) == f"Invalid instance ID {instance_id!r}: it must be a string."
+
+
+def test_invalid_instance_id_error_is_a_singleton_error_with_its_code() -> None:
+    error = _rejection("")
+    assert isinstance(error, SingletonError)
+    assert error.code == "invalid_instance_id"
+
+
+def test_new_instance_id_is_32_lowercase_hex_characters_and_valid() -> None:
+    instance_id = new_instance_id()
+    assert re.fullmatch(r"[0-9a-f]{32}", instance_id)
+    assert validate_instance_id(instance_id) == instance_id
+
+
+def test_new_instance_id_differs_on_every_call() -> None:
+    ids = {new_instance_id() for _ in range(1000)}
+    assert len(ids) == 1000
+
+
+@pytest.mark.parametrize(
+    ("status", "live"),
+    [
+        (RuntimeStatus.PENDING, True),
+        (RuntimeStatus.RUNNING, True),
+        (RuntimeStatus.COMPLETED, False),
+        (RuntimeStatus.FAILED, False),
+        (RuntimeStatus.TERMINATED, False),
+    ],
+)
+def test_runtime_status_is_live_exactly_when_not_terminal(status: RuntimeStatus, live: bool) -> None:
+    assert status.is_live is live
+    assert status.is_terminal is (not live)
+
+
+def test_runtime_status_values_are_the_durable_functions_names() -> None:
+    assert [s.value for s in RuntimeStatus] == ["Pending", "Running", "Completed", "Failed", "Terminated"]
+    assert RuntimeStatus("Running") is RuntimeStatus.RUNNING
