@@ -72,7 +72,9 @@ class RedisServer:
             except redis.ConnectionError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"redis-server did not start; see {self.directory}/redis.log")
+                    raise RuntimeError(
+                        f"redis-server did not start; see {self.directory}/redis.log"
+                    ) from None
                 time.sleep(0.05)
             finally:
                 client.close()

@@ -15,7 +15,7 @@ MAX_INSTANCE_ID_LENGTH = 256
 _FORBIDDEN = re.compile(r"[/\\?#\x00-\x1f\x7f]")
 
 
-class RuntimeStatus(str, enum.Enum):
+class RuntimeStatus(enum.StrEnum):
     """The lifecycle states of an instance, named as in Durable Functions."""
 
     PENDING = "Pending"

@@ -40,12 +40,12 @@ SHARDS = 16
 _T = TypeVar("_T")
 
 _PRELUDE = """
-local LIVE = {%s}
+local LIVE = {LIVE_TABLE}
 local function now_us()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
-local function fmt(n) return string.format('%%.0f', n) end
+local function fmt(n) return string.format('%.0f', n) end
 local function is_current(inst, run)
   local cur = redis.call('HMGET', inst, 'run', 'status')
   return cur[1] == run and LIVE[cur[2]] ~= nil, cur[2]
@@ -57,7 +57,7 @@ local function finish(inst, steps, expiring, id, status, output, retention_us)
   redis.call('ZADD', expiring, fmt(now + retention_us), id)
   redis.call('DEL', steps)
 end
-""" % ", ".join(f"{s.value} = true" for s in LIVE_STATUSES)
+""".replace("LIVE_TABLE", ", ".join(f"{s.value} = true" for s in LIVE_STATUSES))
 
 # KEYS: inst, steps, created, expiring. ARGV: id, name, run, input.
 _CLAIM = """
