@@ -131,28 +131,27 @@ class OrchestrationClient:
 
         Raises:
             InvalidContinuationToken: the token was not issued by this library.
+            ValueError: page_size is below 1, or a runtime status is unknown.
         """
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
         statuses = {RuntimeStatus(s) for s in runtime_status} if runtime_status else None
         filtered = bool(statuses or instance_id_prefix)
-        budget = max(1, page_size) * (SCAN_FACTOR if filtered else 1)
+        budget = page_size * (SCAN_FACTOR if filtered else 1)
         cursor = _decode_token(continuation_token) if continuation_token else None
         newest = cursor[0] if cursor else _us(created_time_to, math.inf)
         oldest = _us(created_time_from, -math.inf)
         candidates, more = self._candidates(newest, oldest, cursor, budget)
-        wanted = [(i, s) for i, s in candidates]
-        records = self._store.read_many(i for i, _ in wanted)
+        records = self._store.read_many(i for i, _ in candidates)
         found: list[OrchestrationStatus] = []
         last = None
-        for (instance_id, score), record in zip(wanted, records, strict=True):
+        for (instance_id, score), record in zip(candidates, records, strict=True):
             last = (score, instance_id)
-            if record is None or (instance_id_prefix and not instance_id.startswith(instance_id_prefix)):
-                continue
-            status = _to_status(instance_id, record, show_input)
-            if statuses and status.runtime_status not in statuses:
-                continue
-            found.append(status)
+            status = _matching(instance_id, record, statuses, instance_id_prefix, show_input)
+            if status is not None:
+                found.append(status)
             if len(found) == page_size:
-                more = more or (instance_id, score) != wanted[-1]
+                more = more or (instance_id, score) != candidates[-1]
                 break
         token = _encode_token(last) if more and last else None
         return StatusPage(found, token)
@@ -160,14 +159,17 @@ class OrchestrationClient:
     def _candidates(
         self, newest: float, oldest: float, cursor: tuple[int, str] | None, budget: int
     ) -> tuple[list[tuple[str, int]], bool]:
-        per_shard = self._store.index_page(newest, oldest, budget)
-        more = any(len(rows) == budget for rows in per_shard)
-        merged = [
-            (i, s) for rows in per_shard for i, s in rows
-            if cursor is None or (s, i) < cursor
-        ]
-        merged.sort(key=lambda row: (row[1], row[0]), reverse=True)
-        return merged[:budget], more or len(merged) > budget
+        # One more row than the budget per shard: the cursor's own entry comes back too.
+        per_shard = self._store.index_page(newest, oldest, budget + 1)
+        rows = [(s, i) for shard in per_shard for i, s in shard if cursor is None or (s, i) < cursor]
+        # A full shard may hold more entries above another shard's older rows, so rows
+        # below the highest last row of any full shard wait for the next page.
+        full = [(shard[-1][1], shard[-1][0]) for shard in per_shard if len(shard) > budget]
+        if full:
+            floor = max(full)
+            rows = [row for row in rows if row >= floor]
+        rows.sort(reverse=True)
+        return [(i, s) for s, i in rows[:budget]], bool(full) or len(rows) > budget
 
     def get_status_all(self, *, show_input: bool = True) -> list[OrchestrationStatus]:
         """Return every instance on record, newest first (follows all pages)."""
@@ -280,6 +282,21 @@ def _to_status(instance_id: str, record: dict[str, str], show_input: bool) -> Or
         last_updated_time=_time(record["updated"]),
         run_id=record["run"],
     )
+
+
+def _matching(
+    instance_id: str,
+    record: dict[str, str] | None,
+    statuses: set[RuntimeStatus] | None,
+    prefix: str | None,
+    show_input: bool,
+) -> OrchestrationStatus | None:
+    # A record may have expired after its index entry was read: skip it.
+    if record is None or (prefix and not instance_id.startswith(prefix)):
+        return None
+    if statuses and RuntimeStatus(record["status"]) not in statuses:
+        return None
+    return _to_status(instance_id, record, show_input)
 
 
 def _encode_token(position: tuple[int, str]) -> str:

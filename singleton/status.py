@@ -12,7 +12,7 @@ from typing import Any
 from .errors import InvalidInstanceId
 
 MAX_INSTANCE_ID_LENGTH = 256
-_FORBIDDEN = re.compile(r"[/\\?#\x00-\x1f\x7f]")
+_FORBIDDEN = re.compile(r"[/\\?#\x00-\x1f\x7f-\x9f]")
 
 
 class RuntimeStatus(enum.StrEnum):
@@ -71,6 +71,10 @@ def validate_instance_id(instance_id: Any) -> str:
         raise InvalidInstanceId(instance_id, "it must be 1 to 256 characters long")
     if instance_id.startswith("@"):
         raise InvalidInstanceId(instance_id, "it must not start with '@'")
+    try:
+        instance_id.encode()  # lone surrogates cannot become Redis keys
+    except UnicodeEncodeError:
+        raise InvalidInstanceId(instance_id, "it must be valid Unicode text") from None
     if _FORBIDDEN.search(instance_id):
         raise InvalidInstanceId(
             instance_id, "it must not contain '/', '\\', '?', '#' or control characters"

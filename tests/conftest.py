@@ -58,9 +58,8 @@ def redis_client(redis_server: RedisServer) -> redis.Redis:
 
 @pytest.fixture(scope="session")
 def app():
-    from proj import app
-
     import tests.probe  # noqa: F401  (the probe orchestrators)
+    from proj import app
 
     return app
 

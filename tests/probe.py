@@ -11,7 +11,7 @@ import os
 import time
 from typing import Any
 
-from celery import chain
+from celery import chain, group
 from celery.canvas import Signature
 
 from proj.celery import app
@@ -76,3 +76,19 @@ def Suicide(input: dict) -> Signature:  # noqa: N802
 @orchestrator
 def Overtime(input: dict) -> Signature:  # noqa: N802
     return chain(overtime_step.si(input["key"]), probe_step.si(0, input["key"]))
+
+
+@app.task
+def greet(city: str) -> str:
+    return f"Hello {city}!"
+
+
+@app.task
+def join(greetings: list[str]) -> str:
+    return ", ".join(greetings)
+
+
+@orchestrator
+def FanOut(input: list[str]) -> Signature:  # noqa: N802
+    """A group inside a chain (a chord): greet every city at once, then join."""
+    return chain(group(greet.s(city) for city in input), join.s())

@@ -127,3 +127,10 @@ def test_revoking_a_running_step_ends_the_run_as_terminated(app, client, uid, re
     done = client.wait_for_completion(uid, timeout=30)
     assert done.runtime_status is RuntimeStatus.TERMINATED
     assert done.output == "revoked"
+
+
+def test_group_inside_a_chain_completes_with_the_joined_result(client, uid):
+    client.start_new("FanOut", uid, ["Tokyo", "Seattle", "London"])
+    done = client.wait_for_completion(uid, timeout=30)
+    assert done.runtime_status is RuntimeStatus.COMPLETED
+    assert done.output == "Hello Tokyo!, Hello Seattle!, Hello London!"

@@ -74,12 +74,6 @@ def test_instance_id_with_forbidden_character_is_rejected(instance_id: str) -> N
     assert str(error) == f"Invalid instance ID {instance_id!r}: {CHARACTER_RULE}."
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: status._FORBIDDEN only covers \\x00-\\x1f and \\x7f; the C1 control characters "
-    "\\x80-\\x9f (e.g. NEL \\x85) are accepted although the rule (and Durable Functions' "
-    "char.IsControl) forbids every control character",
-)
 @pytest.mark.parametrize("control", ["\x80", "\x85", "\x9f"])
 def test_instance_id_with_c1_control_character_is_rejected(control: str) -> None:
     error = _rejection(f"c1{control}control")

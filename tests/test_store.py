@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from proj.redis_server import free_port
 from singleton import RuntimeStatus, ServiceUnavailable
@@ -307,7 +309,9 @@ def test_begin_step_after_terminate_is_stale(store: Store) -> None:
     assert store.read("one")["status"] == "Terminated"
 
 
-def test_begin_step_of_a_missing_record_is_stale(store: Store, redis_client: redis.Redis, prefix: str) -> None:
+def test_begin_step_of_a_missing_record_is_stale(
+    store: Store, redis_client: redis.Redis, prefix: str
+) -> None:
     gate = store.begin_step("ghost", "run", "task-1", "tok", 30)
 
     assert (gate.outcome, gate.detail) == ("stale", "")
@@ -357,7 +361,9 @@ def test_mark_step_after_the_run_ended_returns_false(store: Store) -> None:
 # -- terminate and purge ---------------------------------------------------------------
 
 
-def test_terminate_of_a_missing_instance_is_missing(store: Store, redis_client: redis.Redis, prefix: str) -> None:
+def test_terminate_of_a_missing_instance_is_missing(
+    store: Store, redis_client: redis.Redis, prefix: str
+) -> None:
     assert store.terminate("ghost", '"why"') == ("missing", "")
     assert keys_of(redis_client, prefix) == set()
 
@@ -637,7 +643,10 @@ def test_store_rejects_a_prefix_containing_a_brace(redis_client: redis.Redis, ba
 
 @pytest.fixture(scope="module")
 def unreachable_store() -> Iterator[Store]:
-    client = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
+    # No retries: redis-py's default retry with backoff would only make the test slow.
+    client = redis.Redis(
+        host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+    )
     yield Store(client, prefix="st-unreachable", retention_s=RETENTION_S)
     client.close()
 
