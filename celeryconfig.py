@@ -31,6 +31,8 @@ broker_transport_options = {
     "unacked_restore_throttle": 1,
 }
 result_extended = True
+# A failing member of a group inside a chain calls the run's errback (the run fails).
+task_allow_error_cb_on_chord_header = True
 worker_deduplicate_successful_tasks = True
 broker_connection_retry_on_startup = True
 enable_utc = True

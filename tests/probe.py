@@ -80,6 +80,8 @@ def Overtime(input: dict) -> Signature:  # noqa: N802
 
 @app.task
 def greet(city: str) -> str:
+    if city == "nowhere":
+        raise ValueError("no such city")
     return f"Hello {city}!"
 
 

@@ -134,3 +134,10 @@ def test_group_inside_a_chain_completes_with_the_joined_result(client, uid):
     done = client.wait_for_completion(uid, timeout=30)
     assert done.runtime_status is RuntimeStatus.COMPLETED
     assert done.output == "Hello Tokyo!, Hello Seattle!, Hello London!"
+
+
+def test_failing_member_of_a_group_fails_the_run(client, uid):
+    client.start_new("FanOut", uid, ["Tokyo", "nowhere", "London"])
+    done = client.wait_for_completion(uid, timeout=30)
+    assert done.runtime_status is RuntimeStatus.FAILED
+    assert done.output == "ValueError: no such city"
