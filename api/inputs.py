@@ -1,0 +1,111 @@
+"""Read what a request carries: its JSON body and its query parameters, strictly."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import request
+
+from singleton import RuntimeStatus
+
+from .errors import ApiError
+
+# Durable Functions' statuses that this layer never produces: filtering on them is
+# valid and simply matches nothing.
+UNPRODUCED_STATUSES = frozenset({"suspended", "continuedasnew", "canceled"})
+_PRODUCED = {status.value.lower(): status for status in RuntimeStatus}
+
+# An unencoded '+' in a query string arrives as a space: "...T05:18:49 00:00".
+_SPACED_OFFSET = re.compile(r" (\d\d(:?\d\d)?)$")
+_DIGITS = re.compile(r"[0-9]{1,9}")
+
+
+def json_body() -> Any:
+    """Return the request body as a JSON value; an empty body (any content type) is None.
+
+    Raises:
+        ApiError: 400 ``invalid_json`` when the body is not JSON; werkzeug's 413
+            when it is longer than MAX_CONTENT_LENGTH.
+    """
+    data = request.get_data(cache=True)
+    if not data:
+        return None
+    try:
+        return json.loads(data, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ApiError(400, "invalid_json", "The request body is not valid JSON.", str(exc)) from exc
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def flag(name: str, default: bool) -> bool:
+    """Return boolean query parameter `name` (true/false, any case), or `default` if absent."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if raw.lower() not in ("true", "false"):
+        raise invalid_parameter(name, "must be true or false")
+    return raw.lower() == "true"
+
+
+def number(name: str, low: float, high: float) -> float | None:
+    """Return number query parameter `name` clamped to [low, high], or None if absent."""
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if value != value or value < 0:  # NaN or negative
+        raise invalid_parameter(name, "must be a non-negative number of seconds")
+    return min(max(value, low), high)
+
+
+def integer(name: str, default: int, high: int) -> int:
+    """Return integer query parameter `name` (at least 1, at most `high`), or `default`."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not _DIGITS.fullmatch(raw) or int(raw) < 1:
+        raise invalid_parameter(name, "must be a positive integer")
+    return min(int(raw), high)
+
+
+def moment(name: str) -> datetime | None:
+    """Return ISO-8601 query parameter `name` as an aware UTC datetime, or None if absent."""
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(_SPACED_OFFSET.sub(r"+\1", raw.strip()))
+    except ValueError as exc:
+        raise invalid_parameter(name, "must be an ISO-8601 time, e.g. 2026-11-26T05:18:49Z") from exc
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def runtime_statuses(name: str = "runtimeStatus") -> list[RuntimeStatus] | None:
+    """Return the statuses asked for (comma lists and/or repeats), or None when no filter.
+
+    An empty list means: only statuses this layer never produces were asked for.
+    """
+    names = [part.strip() for raw in request.args.getlist(name) for part in raw.split(",")]
+    names = [n for n in names if n]
+    if not names:
+        return None
+    unknown = [n for n in names if n.lower() not in _PRODUCED and n.lower() not in UNPRODUCED_STATUSES]
+    if unknown:
+        raise invalid_parameter(name, f"unknown runtime status {unknown[0]!r}")
+    return [_PRODUCED[n.lower()] for n in names if n.lower() in _PRODUCED]
+
+
+def invalid_parameter(name: str, reason: str) -> ApiError:
+    """Return the 400 error for a query parameter that cannot be read."""
+    return ApiError(
+        400, "invalid_query_parameter", f"The query parameter '{name}' is invalid.", f"'{name}' {reason}."
+    )

@@ -1,0 +1,284 @@
+"""The OpenAPI 3.1 document of every route, served at GET /api/openapi.json.
+
+The tests validate every response they see against it, so it stays true.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+WEBHOOK = "/runtime/webhooks/durabletask"
+RUNTIME_STATUSES = [
+    "Pending", "Running", "Suspended", "ContinuedAsNew", "Completed", "Failed", "Terminated", "Canceled",
+]
+
+
+def _ref(kind: str, name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str, **headers: str) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+    }
+    if headers:
+        response["headers"] = {name: _ref("headers", ref) for name, ref in headers.items()}
+    return response
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(code): _ref("responses", f"E{code}") for code in codes}
+
+
+def _query(name: str, schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description, **extra}
+
+
+_BOOLEAN = {"type": "string", "pattern": "^(?i:true|false)$"}
+_SECONDS = {"type": "number", "minimum": 0}
+_ISO_TIME = {"type": "string", "format": "date-time"}
+
+_PARAMETERS = {
+    "functionName": {"name": "functionName", "in": "path", "required": True,
+                     "schema": {"type": "string"}, "description": "A registered orchestrator's name."},
+    "instanceId": {"name": "instanceId", "in": "path", "required": True,
+                   "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+                   "description": "1-256 characters; not starting with '@'; no '/', '\\', '?', '#' "
+                                  "or control characters (URL-encoded in the path)."},
+    "timeout": _query("timeout", _SECONDS, "Wait up to this many seconds (at most 20) for the run."),
+    "pollingInterval": _query("pollingInterval", _SECONDS, "Seconds between polls (default 1)."),
+    "showInput": _query("showInput", _BOOLEAN, "Include the input (default true)."),
+    "showHistory": _query("showHistory", _BOOLEAN,
+                          "Add historyEvents (default false). Per-step history arrives with issue 4; "
+                          "until then the list is empty."),
+    "showHistoryOutput": _query("showHistoryOutput", _BOOLEAN, "Accepted for compatibility (default false)."),
+    "returnInternalServerErrorOnFailure": _query(
+        "returnInternalServerErrorOnFailure", _BOOLEAN, "Answer 500 instead of 200 for a Failed instance."),
+    "runtimeStatus": _query("runtimeStatus", {"type": "array", "items": {"type": "string"}},
+                            "Statuses to match (case-insensitive): a comma list, or the parameter repeated.",
+                            style="form", explode=True),
+    "createdTimeFrom": _query("createdTimeFrom", _ISO_TIME, "Created at or after (ISO-8601)."),
+    "createdTimeTo": _query("createdTimeTo", _ISO_TIME, "Created at or before (ISO-8601)."),
+    "createdTimeFromRequired": {**_query("createdTimeFrom", _ISO_TIME, "Created at or after (ISO-8601)."),
+                                "required": True},
+    "instanceIdPrefix": _query("instanceIdPrefix", {"type": "string"}, "Instance IDs starting with this."),
+    "top": _query("top", {"type": "integer", "minimum": 1},
+                  "Page size (default 100, at most 1000); a page may hold fewer and still go on."),
+    "reason": _query("reason", {"type": "string"}, "Why; stored as the output of a terminated run."),
+    "continuationToken": {"name": "x-ms-continuation-token", "in": "header", "required": False,
+                          "schema": {"type": "string"}, "description": "The token of the page to read."},
+}
+
+_SCHEMAS: dict[str, Any] = {
+    "CheckStatus": {
+        "type": "object",
+        "required": ["id", "statusQueryGetUri", "sendEventPostUri", "terminatePostUri",
+                     "purgeHistoryDeleteUri", "restartPostUri", "suspendPostUri", "resumePostUri"],
+        "properties": {
+            "id": {"type": "string"},
+            **{name: {"type": "string", "format": "uri"} for name in (
+                "statusQueryGetUri", "sendEventPostUri", "terminatePostUri", "purgeHistoryDeleteUri",
+                "restartPostUri", "suspendPostUri", "resumePostUri")},
+        },
+        "additionalProperties": False,
+    },
+    "Status": {
+        "type": "object",
+        "required": ["name", "instanceId", "runtimeStatus", "input", "customStatus", "output",
+                     "createdTime", "lastUpdatedTime"],
+        "properties": {
+            "name": {"type": "string"},
+            "instanceId": {"type": "string"},
+            "runtimeStatus": {"enum": RUNTIME_STATUSES},
+            "input": {}, "customStatus": {}, "output": {},
+            "createdTime": {"type": "string", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"},
+            "lastUpdatedTime": {"type": "string", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"},
+            "historyEvents": {"type": "array", "items": {"type": "object"}},
+        },
+        "additionalProperties": False,
+    },
+    "StatusList": {"type": "array", "items": _ref("schemas", "Status")},
+    "Purged": {"type": "object", "required": ["instancesDeleted"],
+               "properties": {"instancesDeleted": {"type": "integer", "minimum": 1}},
+               "additionalProperties": False},
+    "Error": {
+        "type": "object",
+        "required": ["Message", "ExceptionMessage", "code"],
+        "properties": {
+            "Message": {"type": "string"},
+            "ExceptionMessage": {"type": "string"},
+            "code": {"type": "string", "pattern": "^[a-z0-9_]+$"},
+            "instanceId": {"type": "string"},
+            "runtimeStatus": {"enum": RUNTIME_STATUSES},
+            "statusQueryGetUri": {"type": "string", "format": "uri"},
+        },
+        "additionalProperties": False,
+    },
+    "Conflict": {"allOf": [_ref("schemas", "Error"),
+                           {"required": ["instanceId", "runtimeStatus", "statusQueryGetUri"]}]},
+}
+
+_ERROR_TEXT = {
+    400: "Invalid instance ID, body that is not JSON, invalid input, or a bad query parameter or token.",
+    401: "A valid function key is required (when API_KEYS is configured).",
+    404: "Unknown orchestrator, instance or route.",
+    405: "The route does not allow this method.",
+    409: "The instance is still live.",
+    410: "The instance has already finished.",
+    413: "The body is longer than MAX_CONTENT_LENGTH.",
+    500: "An unexpected error; details are in the server's log.",
+    501: "Not implemented yet (arrives with issue 4).",
+    503: "Redis or the broker is unreachable; nothing was left claimed. Retry after Retry-After seconds.",
+}
+
+_HEADERS = {
+    "Location": {"schema": {"type": "string", "format": "uri"}, "description": "Where to poll the status."},
+    "StartRetryAfter": {"schema": {"type": "integer", "const": 10}, "description": "Seconds before polling."},
+    "StatusRetryAfter": {"schema": {"type": "integer", "const": 5}, "description": "Seconds before polling."},
+    "UnavailableRetryAfter": {"schema": {"type": "integer"}, "description": "Seconds before retrying."},
+    "ContinuationToken": {"schema": {"type": "string"},
+                          "description": "The next page's token; empty at the end."},
+}
+
+_RESPONSES = {
+    f"E{code}": _json(_ref("schemas", "Error"), text, **({"Retry-After": "UnavailableRetryAfter"}
+                                                         if code == 503 else {}))
+    for code, text in _ERROR_TEXT.items()
+}
+_RESPONSES["E409Start"] = _json(_ref("schemas", "Conflict"),
+                                "A Pending or Running instance holds the ID; follow statusQueryGetUri.")
+_RESPONSES["CheckStatus"] = _json(_ref("schemas", "CheckStatus"), "Started; poll statusQueryGetUri.",
+                                  Location="Location", **{"Retry-After": "StartRetryAfter"})
+
+
+def _start(with_id: bool) -> dict[str, Any]:
+    names = ["functionName", *(["instanceId"] if with_id else []), "timeout", "pollingInterval"]
+    return {"post": {
+        "summary": "Start the orchestrator as a singleton" + ("" if with_id else " under a random ID"),
+        "parameters": [_ref("parameters", n) for n in names],
+        "requestBody": {"required": False, "description": "The input: any JSON value; empty means null.",
+                        "content": {"application/json": {"schema": {}}}},
+        "responses": {
+            "200": _json({}, "Completed within `timeout`: the output."),
+            "202": _ref("responses", "CheckStatus"),
+            "409": _ref("responses", "E409Start"),
+            **_errors(400, 401, 404, 413, 500, 503),
+        },
+    }}
+
+
+def _instance_operations() -> dict[str, Any]:
+    path_id = [_ref("parameters", "instanceId")]
+    status_params = ["showInput", "showHistory", "showHistoryOutput", "returnInternalServerErrorOnFailure"]
+    status = _ref("schemas", "Status")
+    return {
+        "get": {
+            "summary": "The instance's status",
+            "parameters": path_id + [_ref("parameters", n) for n in status_params],
+            "responses": {
+                "200": _json(status, "Finished (Completed, Failed or Terminated)."),
+                "202": _json(status, "Still live (Pending or Running).",
+                             Location="Location", **{"Retry-After": "StatusRetryAfter"}),
+                "500": _json({"anyOf": [status, _ref("schemas", "Error")]},
+                             "Failed, with returnInternalServerErrorOnFailure=true; or an unexpected error."),
+                **_errors(400, 401, 404, 503),
+            },
+        },
+        "delete": {
+            "summary": "Purge a finished instance's record",
+            "parameters": path_id,
+            "responses": {"200": _json(_ref("schemas", "Purged"), "Deleted."),
+                          **_errors(400, 401, 404, 409, 500, 503)},
+        },
+    }
+
+
+def _collection_operations() -> dict[str, Any]:
+    list_params = ["runtimeStatus", "createdTimeFrom", "createdTimeTo", "instanceIdPrefix", "showInput",
+                   "top", "continuationToken"]
+    return {
+        "get": {
+            "summary": "List instances, newest first, one page at a time",
+            "parameters": [_ref("parameters", n) for n in list_params],
+            "responses": {
+                "200": _json(_ref("schemas", "StatusList"), "One page.",
+                             **{"x-ms-continuation-token": "ContinuationToken"}),
+                **_errors(400, 401, 500, 503),
+            },
+        },
+        "delete": {
+            "summary": "Purge the finished instances created in a time range",
+            "parameters": [_ref("parameters", n)
+                           for n in ("createdTimeFromRequired", "createdTimeTo", "runtimeStatus")],
+            "responses": {"200": _json(_ref("schemas", "Purged"), "Deleted."),
+                          **_errors(400, 401, 404, 500, 503)},
+        },
+    }
+
+
+def _terminate() -> dict[str, Any]:
+    return {"post": {
+        "summary": "Terminate the live run",
+        "parameters": [_ref("parameters", "instanceId"), _ref("parameters", "reason")],
+        "responses": {"202": {"description": "Terminated; empty body."},
+                      **_errors(400, 401, 404, 410, 500, 503)},
+    }}
+
+
+def _not_yet(summary: str, *extra: dict[str, Any]) -> dict[str, Any]:
+    return {"post": {
+        "summary": f"{summary} (arrives with issue 4)",
+        "parameters": [_ref("parameters", "instanceId"), *extra],
+        "responses": _errors(401, 500, 501),
+    }}
+
+
+_EVENT_NAME = {"name": "eventName", "in": "path", "required": True, "schema": {"type": "string"}}
+_RESTART_NEW_ID = _query("restartWithNewInstanceId", _BOOLEAN, "Restart under a new ID (default true).")
+
+_PATHS = {
+    "/api/orchestrators/{functionName}": _start(False),
+    "/api/orchestrators/{functionName}/{instanceId}": _start(True),
+    f"{WEBHOOK}/orchestrators/{{functionName}}": _start(False),
+    f"{WEBHOOK}/orchestrators/{{functionName}}/{{instanceId}}": _start(True),
+    f"{WEBHOOK}/instances": _collection_operations(),
+    f"{WEBHOOK}/instances/": _collection_operations(),
+    f"{WEBHOOK}/instances/{{instanceId}}": _instance_operations(),
+    f"{WEBHOOK}/instances/{{instanceId}}/terminate": _terminate(),
+    f"{WEBHOOK}/instances/{{instanceId}}/raiseEvent/{{eventName}}": _not_yet("Raise an event", _EVENT_NAME),
+    f"{WEBHOOK}/instances/{{instanceId}}/suspend": _not_yet("Suspend", _ref("parameters", "reason")),
+    f"{WEBHOOK}/instances/{{instanceId}}/resume": _not_yet("Resume", _ref("parameters", "reason")),
+    f"{WEBHOOK}/instances/{{instanceId}}/restart": _not_yet("Restart", _RESTART_NEW_ID),
+    "/api/openapi.json": {"get": {
+        "summary": "This document",
+        "responses": {"200": _json({"type": "object"}, "The OpenAPI document."), **_errors(401, 500)},
+    }},
+}
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "Singleton orchestrations for Celery",
+        "version": "0.1.0",
+        "description": (
+            "Durable Functions' singleton starter and management HTTP API on Celery. Every error "
+            "body is JSON with Message, ExceptionMessage and code. Any route answers 401 without a "
+            "valid key (when keys are configured); an unknown route answers 404 and a wrong method "
+            "405, both with the Error body."
+        ),
+    },
+    "security": [{"functionKeyQuery": []}, {"functionKeyHeader": []}, {}],
+    "paths": _PATHS,
+    "components": {
+        "schemas": _SCHEMAS,
+        "parameters": _PARAMETERS,
+        "responses": _RESPONSES,
+        "headers": _HEADERS,
+        "securitySchemes": {
+            "functionKeyQuery": {"type": "apiKey", "in": "query", "name": "code"},
+            "functionKeyHeader": {"type": "apiKey", "in": "header", "name": "x-functions-key"},
+        },
+    },
+}
