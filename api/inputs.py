@@ -92,7 +92,8 @@ def moment(name: str) -> datetime | None:
 def runtime_statuses(name: str = "runtimeStatus") -> list[RuntimeStatus] | None:
     """Return the statuses asked for (comma lists and/or repeats), or None when no filter.
 
-    An empty list means: only statuses this layer never produces were asked for.
+    Statuses this layer never produces are dropped, so asking only for those gives an
+    empty list, which the client reads as "matches nothing".
     """
     names = [part.strip() for raw in request.args.getlist(name) for part in raw.split(",")]
     names = [n for n in names if n]

@@ -103,7 +103,6 @@ def get_status(instance_id: str) -> Response:
 @management.get("/instances/")
 def list_instances() -> Response:
     """Return one page of statuses, newest first; the next page's token in a header."""
-    statuses = inputs.runtime_statuses()
     filters = {
         "created_time_from": inputs.moment("createdTimeFrom"),
         "created_time_to": inputs.moment("createdTimeTo"),
@@ -112,13 +111,9 @@ def list_instances() -> Response:
         "show_input": inputs.flag("showInput", True),
         "continuation_token": request.headers.get(CONTINUATION_HEADER) or None,
     }
-    if statuses == []:  # only statuses we never produce: nothing can match
-        instances, token = [], None
-    else:
-        page = _client().get_status_by(runtime_status=statuses, **filters)
-        instances, token = page.instances, page.continuation_token
-    response = _json([status_body(s) for s in instances])
-    response.headers[CONTINUATION_HEADER] = token or ""
+    page = _client().get_status_by(runtime_status=inputs.runtime_statuses(), **filters)
+    response = _json([status_body(s) for s in page.instances])
+    response.headers[CONTINUATION_HEADER] = page.continuation_token or ""
     return response
 
 
@@ -163,14 +158,11 @@ def purge_many() -> Response:
     created_from = inputs.moment("createdTimeFrom")
     if created_from is None:
         raise ApiError(400, "missing_query_parameter", "The query parameter 'createdTimeFrom' is required.")
-    statuses = inputs.runtime_statuses()
-    deleted = 0
-    if statuses != []:
-        deleted = _client().purge_instance_history_by(
-            created_time_from=created_from,
-            created_time_to=inputs.moment("createdTimeTo"),
-            runtime_status=statuses,
-        )
+    deleted = _client().purge_instance_history_by(
+        created_time_from=created_from,
+        created_time_to=inputs.moment("createdTimeTo"),
+        runtime_status=inputs.runtime_statuses(),
+    )
     if deleted == 0:
         raise ApiError(404, "no_instances_deleted", "No instances matched the filter; none was deleted.")
     return _json({"instancesDeleted": deleted})

@@ -127,7 +127,8 @@ class OrchestrationClient:
         A page examines at most ``page_size`` index entries (``SCAN_FACTOR`` times that
         with a status or prefix filter), so its cost does not grow with the number of
         records. A filtered page may hold fewer than ``page_size`` instances and still
-        carry a continuation token; follow tokens until one is None.
+        carry a continuation token; follow tokens until one is None. ``runtime_status``
+        None means any status; an empty collection matches nothing.
 
         Raises:
             InvalidContinuationToken: the token was not issued by this library.
@@ -135,8 +136,10 @@ class OrchestrationClient:
         """
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
-        statuses = {RuntimeStatus(s) for s in runtime_status} if runtime_status else None
-        filtered = bool(statuses or instance_id_prefix)
+        statuses = None if runtime_status is None else {RuntimeStatus(s) for s in runtime_status}
+        if statuses is not None and not statuses:
+            return StatusPage([], None)
+        filtered = statuses is not None or bool(instance_id_prefix)
         budget = page_size * (SCAN_FACTOR if filtered else 1)
         cursor = _decode_token(continuation_token) if continuation_token else None
         newest = cursor[0] if cursor else _us(created_time_to, math.inf)
@@ -236,15 +239,27 @@ class OrchestrationClient:
         created_time_to: datetime | None = None,
         runtime_status: Iterable[RuntimeStatus] | None = None,
     ) -> int:
-        """Delete every finished instance matching the filters; return how many."""
-        statuses = {RuntimeStatus(s) for s in runtime_status or RuntimeStatus}
-        matching = self._iter_status(
-            created_time_from=created_time_from,
-            created_time_to=created_time_to,
-            runtime_status=[s for s in statuses if s.is_terminal],
-            show_input=False,
-        )
-        return sum(self._store.purge(s.instance_id)[0] == "ok" for s in list(matching))
+        """Delete the finished instances matching the filters; return how many.
+
+        ``runtime_status`` None means every finished status; live statuses in it match
+        nothing, since live instances are never purged.
+        """
+        wanted = RuntimeStatus if runtime_status is None else runtime_status
+        finished = [s for s in map(RuntimeStatus, wanted) if s.is_terminal]
+        deleted = 0
+        token = None
+        while True:
+            page = self.get_status_by(
+                runtime_status=finished,
+                created_time_from=created_time_from,
+                created_time_to=created_time_to,
+                continuation_token=token,
+                show_input=False,
+            )
+            deleted += self._store.purge_many(s.instance_id for s in page.instances)
+            token = page.continuation_token
+            if token is None:
+                return deleted
 
 
 def _encode_input(value: Any) -> str:

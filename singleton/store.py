@@ -297,8 +297,16 @@ class Store:
         reply = self._purge(keys, [instance_id])
         return _text(reply[0]), _text(reply[1])
 
-    # -- reads ------------------------------------------------------------------
     @_unavailable
+    def purge_many(self, instance_ids: Iterable[str]) -> int:
+        """Delete several terminal records in one round trip; return how many went."""
+        pipe = self._redis.pipeline(transaction=False)
+        for instance_id in instance_ids:
+            keys = self._keys(instance_id, "inst", "steps", "created", "expiring")
+            self._purge(keys, [instance_id], client=pipe)
+        return sum(_text(reply[0]) == "ok" for reply in pipe.execute())
+
+    # -- reads ------------------------------------------------------------------
     def read(self, instance_id: str) -> dict[str, str] | None:
         """Return the record's fields, or None when there is no record."""
         return self.read_many([instance_id])[0]

@@ -1,0 +1,60 @@
+"""Purging by filter deletes exactly the finished records that match, never more."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from singleton import RuntimeStatus
+from singleton.worker import runtime
+from tests.test_listing import create, redis_now, remove
+
+
+@pytest.fixture
+def window(app: Any, redis_client):
+    """Create one record per status in a fresh time window; yield (ids by status, bounds)."""
+    store = runtime(app).store
+    since = redis_now(redis_client)
+    made = {status: f"purge-{uuid.uuid4().hex[:10]}" for status in RuntimeStatus}
+    for status, instance_id in made.items():
+        create(store, instance_id, status)
+    yield made, {"created_time_from": since, "created_time_to": redis_now(redis_client)}
+    remove(store, list(made.values()))
+
+
+def surviving(client, made: dict) -> set[RuntimeStatus]:
+    return {status for status, i in made.items() if client.get_status(i) is not None}
+
+
+def test_purge_by_filter_without_statuses_deletes_every_finished_record(client, window):
+    made, bounds = window
+    assert client.purge_instance_history_by(**bounds) == 3
+    assert surviving(client, made) == {RuntimeStatus.PENDING, RuntimeStatus.RUNNING}
+
+
+def test_purge_by_filter_deletes_only_the_statuses_asked_for(client, window):
+    made, bounds = window
+    assert client.purge_instance_history_by(runtime_status=[RuntimeStatus.FAILED], **bounds) == 1
+    assert RuntimeStatus.FAILED not in surviving(client, made)
+    assert len(surviving(client, made)) == 4
+
+
+def test_purge_by_filter_asking_only_for_live_statuses_deletes_nothing(client, window):
+    made, bounds = window
+    live = [RuntimeStatus.PENDING, RuntimeStatus.RUNNING]
+    assert client.purge_instance_history_by(runtime_status=live, **bounds) == 0
+    assert surviving(client, made) == set(RuntimeStatus)
+
+
+def test_purge_by_filter_with_an_empty_status_list_deletes_nothing(client, window):
+    made, bounds = window
+    assert client.purge_instance_history_by(runtime_status=[], **bounds) == 0
+    assert surviving(client, made) == set(RuntimeStatus)
+
+
+def test_listing_with_an_empty_status_list_matches_nothing(client, window):
+    _, bounds = window
+    page = client.get_status_by(runtime_status=[], **bounds)
+    assert page.instances == [] and page.continuation_token is None
