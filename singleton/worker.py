@@ -175,7 +175,10 @@ def _fail(app: Celery, request: Any, exc: BaseException) -> None:
 def init_app(app: Celery) -> None:
     """Register the singleton layer's tasks and signal handlers on a Celery app."""
 
-    @app.task(name=COMPLETE_TASK, bind=True)
+    # The last step of every run. It needs no step gate: end_run is itself fenced on
+    # the run ID and idempotent, so a stale or redelivered completion writes nothing,
+    # and skipping the gate saves two round trips per run.
+    @app.task(name=COMPLETE_TASK, bind=True, base=Task)
     def complete(self: Task, result: Any) -> None:
         _complete(self, result)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from singleton import InstanceAlreadyExists, InstanceIsTerminal, RuntimeStatus
@@ -86,6 +88,32 @@ def test_terminated_run_never_runs_its_queued_steps_even_after_a_restart(client,
     assert [e["event"] for e in events(redis_client, old_key)] == ["start", "end"]
     # The old run wrote nothing into the new run's record.
     assert client.get_status(uid) == done
+
+
+def completions_handled(worker) -> int:
+    """Count the completion tasks the worker has handled (run, or skipped as stale)."""
+    log = worker.log.read_text(errors="replace")
+    return len(re.findall(r"(?:Skipping singleton\.complete\[|singleton\.complete\[[^\]]+\] succeeded)", log))
+
+
+def test_terminated_runs_last_step_cannot_complete_the_next_run(client, uid, redis_client, worker):
+    # The old run's only step is in flight when it is terminated and the ID restarts;
+    # when that step ends, its completion must not write into the new run.
+    old_key, new_key = f"{uid}-old", f"{uid}-new"
+    client.start_new("Probe", uid, {"seconds": 1, "key": old_key})
+    wait_until(lambda: events(redis_client, old_key), 20, "the old step to start")
+    client.terminate(uid, reason="restart")
+    handled = completions_handled(worker)
+    client.start_new("Probe", uid, {"seconds": 4, "key": new_key})
+    new_run = client.get_status(uid).run_id
+    # The next completion the worker handles is the old run's: the new step runs 4 s.
+    wait_until(lambda: completions_handled(worker) > handled, 20, "the old run's completion")
+    assert len(events(redis_client, new_key)) == 1, "the new step should still be running"
+    still = client.get_status(uid)
+    assert still.run_id == new_run and still.runtime_status is RuntimeStatus.RUNNING
+    done = client.wait_for_completion(uid, timeout=30)
+    assert done.run_id == new_run
+    assert done.runtime_status is RuntimeStatus.COMPLETED and done.output == new_key
 
 
 def test_terminate_of_a_finished_instance_is_refused(client, uid):
