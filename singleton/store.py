@@ -14,6 +14,8 @@ hash tag, so an instance's keys and the index entries a claim touches share a sl
                                          runs the step, "done:<json result>" after it
     <p>:{<s>}:created              zset  listing index: instance_id -> created time (µs)
     <p>:{<s>}:expiring             zset  terminal records: instance_id -> expiry (µs)
+    <p>:{<s>}:prev:<instance_id>   hash  the finished record a claim replaced, kept
+                                         5 minutes so a failed publish can restore it
 
 Protocol. A claim refuses when the record's status is live; otherwise it replaces
 the record with a Pending run (new run id, fence = max(old + 1, now in µs), so the
@@ -37,6 +39,8 @@ from .errors import ServiceUnavailable
 from .status import LIVE_STATUSES, RuntimeStatus
 
 SHARDS = 16
+# How long a claim keeps the finished record it replaced, for undo_claim.
+PREVIOUS_RECORD_TTL_MS = 300_000
 _T = TypeVar("_T")
 
 _PRELUDE = """
@@ -59,14 +63,18 @@ local function finish(inst, steps, expiring, id, status, output, retention_us)
 end
 """.replace("LIVE_TABLE", ", ".join(f"{s.value} = true" for s in LIVE_STATUSES))
 
-# KEYS: inst, steps, created, expiring. ARGV: id, name, run, input.
+# KEYS: inst, steps, created, expiring, prev. ARGV: id, name, run, input.
 _CLAIM = """
 local cur = redis.call('HMGET', KEYS[1], 'status', 'run', 'fence')
 if cur[1] and LIVE[cur[1]] then return {'refused', cur[1], cur[2]} end
 local now = now_us()
 local fence = math.max((tonumber(cur[3]) or 0) + 1, now)
-local prev = {}
-if cur[1] then prev = redis.call('HGETALL', KEYS[1]) end
+if cur[1] then
+  -- Keep the finished record server-side for a while, in case the publish fails.
+  redis.call('RESTORE', KEYS[5], PREV_TTL_MS, redis.call('DUMP', KEYS[1]), 'REPLACE')
+else
+  redis.call('DEL', KEYS[5])
+end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('HSET', KEYS[1], 'name', ARGV[2], 'run', ARGV[3], 'fence', fmt(fence),
   'status', 'Pending', 'input', ARGV[4], 'created', fmt(now), 'updated', fmt(now))
@@ -77,19 +85,21 @@ for _, gone in ipairs(due) do
   redis.call('ZREM', KEYS[4], gone)
   redis.call('ZREM', KEYS[3], gone)
 end
-return {'claimed', fmt(fence), unpack(prev)}
-"""
+return {'claimed', fmt(fence)}
+""".replace("PREV_TTL_MS", str(PREVIOUS_RECORD_TTL_MS))
 
-# KEYS: inst, created, expiring. ARGV: id, run, retention_us, previous record fields...
+# KEYS: inst, created, expiring, prev. ARGV: id, run, retention_us.
 _UNDO_CLAIM = """
 local cur = redis.call('HMGET', KEYS[1], 'run', 'status', 'fence')
 if cur[1] ~= ARGV[2] or cur[2] ~= 'Pending' then return 0 end
 redis.call('DEL', KEYS[1])
-if #ARGV <= 3 then
+local previous = redis.call('DUMP', KEYS[4])
+if not previous then
   redis.call('ZREM', KEYS[2], ARGV[1])
   return 1
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('RESTORE', KEYS[1], 0, previous)
+redis.call('DEL', KEYS[4])
 redis.call('HSET', KEYS[1], 'fence', cur[3])
 local prev = redis.call('HMGET', KEYS[1], 'created', 'updated')
 redis.call('ZADD', KEYS[2], prev[1], ARGV[1])
@@ -172,7 +182,6 @@ class ClaimResult:
     status: RuntimeStatus
     run_id: str
     fence: int = 0
-    previous: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -233,7 +242,11 @@ class Store:
 
     def _keys(self, instance_id: str, *names: str) -> list[str]:
         shard = self._shard_of(instance_id)
-        per_instance = {"inst": f"{shard}:i:{instance_id}", "steps": f"{shard}:steps:{instance_id}"}
+        per_instance = {
+            "inst": f"{shard}:i:{instance_id}",
+            "steps": f"{shard}:steps:{instance_id}",
+            "prev": f"{shard}:prev:{instance_id}",
+        }
         return [per_instance.get(name) or f"{shard}:{name}" for name in names]
 
     def _shard_keys(self, name: str) -> list[str]:
@@ -243,18 +256,17 @@ class Store:
     @_unavailable
     def claim(self, instance_id: str, name: str, run_id: str, input_json: str) -> ClaimResult:
         """Claim the ID for a new Pending run unless a live run holds it (one round trip)."""
-        keys = self._keys(instance_id, "inst", "steps", "created", "expiring")
+        keys = self._keys(instance_id, "inst", "steps", "created", "expiring", "prev")
         reply = [_text(v) for v in self._claim(keys, [instance_id, name, run_id, input_json])]
         if reply[0] == "refused":
             return ClaimResult(False, RuntimeStatus(reply[1]), reply[2])
-        return ClaimResult(True, RuntimeStatus.PENDING, run_id, int(reply[1]), tuple(reply[2:]))
+        return ClaimResult(True, RuntimeStatus.PENDING, run_id, int(reply[1]))
 
     @_unavailable
     def undo_claim(self, instance_id: str, claim: ClaimResult) -> bool:
         """Give the ID back after a failed publish, restoring the record it replaced."""
-        keys = self._keys(instance_id, "inst", "created", "expiring")
-        args = [instance_id, claim.run_id, self._retention_us, *claim.previous]
-        return bool(self._undo_claim(keys, args))
+        keys = self._keys(instance_id, "inst", "created", "expiring", "prev")
+        return bool(self._undo_claim(keys, [instance_id, claim.run_id, self._retention_us]))
 
     # -- steps ------------------------------------------------------------------
     @_unavailable

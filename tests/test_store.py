@@ -118,7 +118,6 @@ def test_claim_of_new_id_returns_claimed_pending_run(store: Store, redis_client:
     assert result.claimed is True
     assert result.status is RuntimeStatus.PENDING
     assert result.run_id == "run-1"
-    assert result.previous == ()
     assert before <= result.fence <= after
     record = store.read("fresh")
     assert record is not None
@@ -168,9 +167,6 @@ def test_claim_after_terminal_run_succeeds_with_strictly_greater_fence(store: St
 
     assert second.claimed is True
     assert second.fence > first.fence
-    previous = dict(zip(second.previous[::2], second.previous[1::2], strict=True))
-    assert previous["status"] == ending
-    assert previous["run"] == first.run_id
     record = store.read("one")
     assert record["status"] == "Pending"
     assert record["run"] == "run-2"
@@ -191,7 +187,6 @@ def test_fence_keeps_growing_across_purge(store: Store) -> None:
 
     assert third.claimed is True
     assert first.fence < second.fence < third.fence
-    assert third.previous == ()
 
 
 # -- ending a run ----------------------------------------------------------------------
@@ -437,6 +432,24 @@ def test_purge_of_a_finished_instance_deletes_record_and_index_entries(
 
 
 # -- undo_claim ------------------------------------------------------------------------
+
+
+def test_reclaiming_a_finished_id_keeps_the_replaced_record_for_five_minutes_only(
+    store: Store, redis_client: redis.Redis, prefix: str
+) -> None:
+    first = claim(store, "one")
+    assert store.end_run("one", first.run_id, RuntimeStatus.COMPLETED, '"old"')
+    claim(store, "one")
+    backup = shard_key(prefix, "one", "prev:one")
+    assert redis_client.hget(backup, "output") == b'"old"'
+    assert 0 < redis_client.pttl(backup) <= 300_000
+    # A fresh ID keeps no backup, so an undo cannot restore a stale one.
+    assert store.purge("one")[0] == "live"
+    store.terminate("one", '"x"')
+    store.purge("one")
+    claim(store, "one")
+    assert redis_client.exists(backup) == 0
+
 
 
 def test_undo_claim_on_a_fresh_id_removes_the_record_and_its_index_entry(store: Store) -> None:
