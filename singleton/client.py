@@ -89,7 +89,9 @@ class OrchestrationClient:
         if not claim.claimed:
             raise InstanceAlreadyExists(instance_id, claim.status, claim.run_id)
         try:
-            canvas.apply_async()
+            # The client reads status from the record, never from Celery results, so it
+            # need not subscribe to the first step's result channel (two commands fewer).
+            canvas.apply_async(ignore_result=True)
         except Exception as exc:
             self._give_back(instance_id, claim)
             raise ServiceUnavailable(
