@@ -84,7 +84,7 @@ class OrchestrationClient:
         except (ValueError, TypeError) as exc:
             raise InvalidInput(str(exc)) from exc
         identity = RunIdentity(instance_id, uuid.uuid4().hex, orchestrator.name)
-        canvas = run_canvas(self._app, canvas, identity)
+        canvas, identity = run_canvas(self._app, canvas, identity)
         claim = self._store.claim(instance_id, orchestrator.name, identity.run_id, input_json)
         if not claim.claimed:
             raise InstanceAlreadyExists(instance_id, claim.status, claim.run_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from celery import Celery
@@ -11,30 +11,46 @@ from celery.canvas import Signature, chain
 STAMP_INSTANCE = "singleton_instance"
 STAMP_RUN = "singleton_run"
 STAMP_NAME = "singleton_orchestrator"
+STAMP_FINAL = "singleton_final"
 COMPLETE_TASK = "singleton.complete"
 FAIL_TASK = "singleton.fail"
 
 
 @dataclass(frozen=True)
 class RunIdentity:
-    """The instance ID, the run ID and the orchestrator name of one run."""
+    """The instance ID, run ID and orchestrator of one run, and its final step's task id.
+
+    ``final`` is the id of the task whose result is the run's output; empty when the
+    canvas ends in a group, whose run then ends with an appended completion task.
+    """
 
     instance_id: str
     run_id: str
     name: str
+    final: str = ""
 
     @classmethod
     def from_request(cls, request: Any) -> RunIdentity | None:
         """Read the identity from a task request's stamps; None if it carries none."""
         stamps = getattr(request, "stamps", None) or {}
-        values = [_single(stamps.get(k)) for k in (STAMP_INSTANCE, STAMP_RUN, STAMP_NAME)]
-        if not (values[0] and values[1]):
+        keys = (STAMP_INSTANCE, STAMP_RUN, STAMP_NAME, STAMP_FINAL)
+        instance_id, run_id, name, final = (_single(stamps.get(k)) for k in keys)
+        if not (instance_id and run_id):
             return None
-        return cls(values[0], values[1], values[2] or "")
+        return cls(instance_id, run_id, name or "", final or "")
 
     def stamps(self) -> dict[str, str]:
         """Return the stamps that mark a task as a step of this run."""
-        return {STAMP_INSTANCE: self.instance_id, STAMP_RUN: self.run_id, STAMP_NAME: self.name}
+        return {
+            STAMP_INSTANCE: self.instance_id,
+            STAMP_RUN: self.run_id,
+            STAMP_NAME: self.name,
+            STAMP_FINAL: self.final,
+        }
+
+    def is_final(self, task_id: str) -> bool:
+        """Return True if `task_id` is the step whose result is the run's output."""
+        return bool(self.final) and task_id == self.final
 
 
 def _single(value: Any) -> Any:
@@ -44,11 +60,31 @@ def _single(value: Any) -> Any:
     return value
 
 
-def run_canvas(app: Celery, canvas: Signature, identity: RunIdentity) -> Signature:
-    """Wrap an orchestrator's canvas for one run: completion step, errback, stamps."""
+def run_canvas(app: Celery, canvas: Signature, identity: RunIdentity) -> tuple[Signature, RunIdentity]:
+    """Wrap an orchestrator's canvas for one run: final step, errback, stamps.
+
+    A single task or a chain of single tasks is frozen so that its last task's id is
+    known: that step's success completes the run, with no extra task. Any other canvas
+    (a group or chord anywhere in it) gets a completion task appended instead, since
+    Celery may give the tasks it builds at publish time new ids.
+
+    Returns:
+        The canvas to publish, and the identity (with ``final``) its tasks carry.
+    """
     if not isinstance(canvas, Signature):
         raise TypeError(f"an orchestrator must return a Celery signature, not {canvas!r}")
-    wrapped = chain(canvas, app.signature(COMPLETE_TASK), app=app)
-    wrapped.link_error(app.signature(FAIL_TASK))
-    wrapped.stamp(**identity.stamps())
-    return wrapped
+    if _plain_steps(canvas):
+        identity = replace(identity, final=canvas.freeze().id)
+    else:
+        canvas = chain(canvas, app.signature(COMPLETE_TASK), app=app)
+        identity = replace(identity, final="")
+    canvas.link_error(app.signature(FAIL_TASK))
+    canvas.stamp(**identity.stamps())
+    return canvas, identity
+
+
+def _plain_steps(canvas: Signature) -> bool:
+    # subtask_type is None for a single task, "chain"/"group"/"chord" otherwise.
+    if canvas.subtask_type is None:
+        return True
+    return canvas.subtask_type == "chain" and all(t.subtask_type is None for t in canvas.tasks)

@@ -148,14 +148,34 @@ class SingletonTask(Task):
             # Another delivery holds the lease; come back when it would have expired.
             countdown = int(gate.detail) / 1_000_000 + 0.5
             raise self.retry(countdown=countdown, max_retries=self.request.retries + 1)
+        self.request.singleton_lease = lease  # for on_replace
         with rt.heartbeat.keep(lease):
             try:
                 result = super().__call__(*args, **kwargs)
             except BaseException:
                 lease.mark("release")
                 raise
-        lease.mark("done", dumps(result))
+        if identity.is_final(lease.task_id):
+            # The last step's result is the run's output: this ends the run (and drops
+            # its step markers), so a redelivery of this step finds the run finished.
+            rt.store.end_run(identity.instance_id, identity.run_id, RuntimeStatus.COMPLETED, dumps(result))
+        else:
+            lease.mark("done", dumps(result))
         return result
+
+    def on_replace(self, sig: Any) -> Any:
+        """Stamp a replacement with this step's run, and hand it this step's lease.
+
+        Celery gives the replacement's last task this task's id but not its stamps; without
+        them the replacement would run unfenced and a replaced last step never complete.
+        """
+        identity = RunIdentity.from_request(self.request)
+        if identity is not None:
+            sig.stamp(**identity.stamps())
+            # The replacement runs under this task's id: free the lease before it starts.
+            self.request.singleton_lease.mark("release")
+        return super().on_replace(sig)
+
 
 
 def _complete(task: Task, result: Any) -> None:
@@ -175,9 +195,9 @@ def _fail(app: Celery, request: Any, exc: BaseException) -> None:
 def init_app(app: Celery) -> None:
     """Register the singleton layer's tasks and signal handlers on a Celery app."""
 
-    # The last step of every run. It needs no step gate: end_run is itself fenced on
-    # the run ID and idempotent, so a stale or redelivered completion writes nothing,
-    # and skipping the gate saves two round trips per run.
+    # Ends a run whose canvas has no single last task (it ends in a group), or whose
+    # last task replaced itself. It needs no step gate: end_run is itself fenced on the
+    # run ID and idempotent, so a stale or redelivered completion writes nothing.
     @app.task(name=COMPLETE_TASK, bind=True, base=Task)
     def complete(self: Task, result: Any) -> None:
         _complete(self, result)

@@ -94,3 +94,26 @@ def join(greetings: list[str]) -> str:
 def FanOut(input: list[str]) -> Signature:  # noqa: N802
     """A group inside a chain (a chord): greet every city at once, then join."""
     return chain(group(greet.s(city) for city in input), join.s())
+
+
+@app.task(bind=True)
+def replacer(self, key: str) -> None:
+    record(key, "replace", self.request.id)
+    raise self.replace(probe_step.si(0, key))
+
+
+@orchestrator
+def Replacing(input: dict) -> Signature:  # noqa: N802
+    """A last step that replaces itself with another task (Task.replace)."""
+    return chain(probe_step.si(0, input["key"]), replacer.si(input["key"]))
+
+
+@orchestrator
+def GroupAtTheEnd(input: list[str]) -> Signature:  # noqa: N802
+    """A canvas whose last element is a group: the output is the group's results."""
+    return chain(prepare_cities.si(input), group(greet.si(city) for city in input))
+
+
+@app.task
+def prepare_cities(cities: list[str]) -> list[str]:
+    return cities

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from singleton import InstanceAlreadyExists, InstanceIsTerminal, RuntimeStatus
@@ -90,24 +88,23 @@ def test_terminated_run_never_runs_its_queued_steps_even_after_a_restart(client,
     assert client.get_status(uid) == done
 
 
-def completions_handled(worker) -> int:
-    """Count the completion tasks the worker has handled (run, or skipped as stale)."""
-    log = worker.log.read_text(errors="replace")
-    return len(re.findall(r"(?:Skipping singleton\.complete\[|singleton\.complete\[[^\]]+\] succeeded)", log))
+def step_finished(worker, task_id: str) -> bool:
+    """Return True once the worker logged that task `task_id` returned."""
+    return f"[{task_id}] succeeded" in worker.log.read_text(errors="replace")
 
 
 def test_terminated_runs_last_step_cannot_complete_the_next_run(client, uid, redis_client, worker):
     # The old run's only step is in flight when it is terminated and the ID restarts;
-    # when that step ends, its completion must not write into the new run.
+    # when that step returns, its run's completion must not write into the new run.
     old_key, new_key = f"{uid}-old", f"{uid}-new"
     client.start_new("Probe", uid, {"seconds": 1, "key": old_key})
     wait_until(lambda: events(redis_client, old_key), 20, "the old step to start")
     client.terminate(uid, reason="restart")
-    handled = completions_handled(worker)
     client.start_new("Probe", uid, {"seconds": 4, "key": new_key})
     new_run = client.get_status(uid).run_id
-    # The next completion the worker handles is the old run's: the new step runs 4 s.
-    wait_until(lambda: completions_handled(worker) > handled, 20, "the old run's completion")
+    # The old step is its run's last: when it returns, it tries to complete its run.
+    old_task = events(redis_client, old_key)[0]["task"]
+    wait_until(lambda: step_finished(worker, old_task), 20, "the old run's last step to return")
     assert len(events(redis_client, new_key)) == 1, "the new step should still be running"
     still = client.get_status(uid)
     assert still.run_id == new_run and still.runtime_status is RuntimeStatus.RUNNING
@@ -169,3 +166,18 @@ def test_failing_member_of_a_group_fails_the_run(client, uid):
     done = client.wait_for_completion(uid, timeout=30)
     assert done.runtime_status is RuntimeStatus.FAILED
     assert done.output == "ValueError: no such city"
+
+
+def test_last_step_that_replaces_itself_still_completes_the_run(client, uid, redis_client):
+    client.start_new("Replacing", uid, {"key": uid})
+    done = client.wait_for_completion(uid, timeout=30)
+    assert done.runtime_status is RuntimeStatus.COMPLETED
+    assert done.output == uid
+    assert [e["event"] for e in events(redis_client, uid)] == ["start", "end", "replace", "start", "end"]
+
+
+def test_canvas_ending_in_a_group_completes_with_the_groups_results(client, uid):
+    client.start_new("GroupAtTheEnd", uid, ["Tokyo", "Lima"])
+    done = client.wait_for_completion(uid, timeout=30)
+    assert done.runtime_status is RuntimeStatus.COMPLETED
+    assert done.output == ["Hello Tokyo!", "Hello Lima!"]
