@@ -20,7 +20,7 @@ _PRODUCED = {status.value.lower(): status for status in RuntimeStatus}
 
 # An unencoded '+' in a query string arrives as a space: "...T05:18:49 00:00".
 _SPACED_OFFSET = re.compile(r" (\d\d(:?\d\d)?)$")
-_DIGITS = re.compile(r"[0-9]{1,9}")
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def json_body() -> Any:
@@ -72,9 +72,11 @@ def integer(name: str, default: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not _DIGITS.fullmatch(raw) or int(raw) < 1:
+    if not _DIGITS.fullmatch(raw) or not raw.strip("0"):
         raise invalid_parameter(name, "must be a positive integer")
-    return min(int(raw), high)
+    digits = raw.lstrip("0")
+    # A number longer than `high` has digits is above it: clamp without parsing it.
+    return high if len(digits) > len(str(high)) else min(int(digits), high)
 
 
 def moment(name: str) -> datetime | None:

@@ -37,6 +37,9 @@ def _query(name: str, schema: dict[str, Any], description: str, **extra: Any) ->
 
 
 _BOOLEAN = {"type": "string", "pattern": "^(?i:true|false)$"}
+# The rules of singleton.validate_instance_id: no leading '@'; no '/', '\\', '?', '#'
+# or control characters (C0, DEL, C1).
+_INSTANCE_ID_PATTERN = r"^[^@/\\?#\x00-\x1f\x7f-\x9f][^/\\?#\x00-\x1f\x7f-\x9f]*$"
 _SECONDS = {"type": "number", "minimum": 0}
 _ISO_TIME = {"type": "string", "format": "date-time"}
 
@@ -44,7 +47,8 @@ _PARAMETERS = {
     "functionName": {"name": "functionName", "in": "path", "required": True,
                      "schema": {"type": "string"}, "description": "A registered orchestrator's name."},
     "instanceId": {"name": "instanceId", "in": "path", "required": True,
-                   "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+                   "schema": {"type": "string", "minLength": 1, "maxLength": 256,
+                              "pattern": _INSTANCE_ID_PATTERN},
                    "description": "1-256 characters; not starting with '@'; no '/', '\\', '?', '#' "
                                   "or control characters (URL-encoded in the path)."},
     "timeout": _query("timeout", _SECONDS, "Wait up to this many seconds (at most 20) for the run."),
@@ -56,7 +60,7 @@ _PARAMETERS = {
     "showHistoryOutput": _query("showHistoryOutput", _BOOLEAN, "Accepted for compatibility (default false)."),
     "returnInternalServerErrorOnFailure": _query(
         "returnInternalServerErrorOnFailure", _BOOLEAN, "Answer 500 instead of 200 for a Failed instance."),
-    "runtimeStatus": _query("runtimeStatus", {"type": "array", "items": {"type": "string"}},
+    "runtimeStatus": _query("runtimeStatus", {"type": "array", "items": {"enum": RUNTIME_STATUSES}},
                             "Statuses to match (case-insensitive): a comma list, or the parameter repeated.",
                             style="form", explode=True),
     "createdTimeFrom": _query("createdTimeFrom", _ISO_TIME, "Created at or after (ISO-8601)."),

@@ -1,0 +1,1 @@
+"""Benchmarks: commands that print figures, compared side by side in one run."""
