@@ -117,3 +117,22 @@ def GroupAtTheEnd(input: list[str]) -> Signature:  # noqa: N802
 @app.task
 def prepare_cities(cities: list[str]) -> list[str]:
     return cities
+
+
+@app.task(bind=True)
+def held_step(self, key: str, timeout: float = 60) -> str:
+    """Run until the test pushes to ``probe:<key>:release`` (or `timeout` passes)."""
+    record(key, "start", self.request.id)
+    app.backend.client.blpop([f"probe:{key}:release"], timeout=timeout)
+    record(key, "end", self.request.id)
+    return key
+
+
+def release(redis_client: Any, key: str) -> None:
+    redis_client.rpush(f"probe:{key}:release", "go")
+
+
+@orchestrator
+def Held(input: dict) -> Signature:  # noqa: N802
+    """One step that stays running until the test releases it: a run that outlasts a race."""
+    return held_step.si(input["key"])

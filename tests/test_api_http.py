@@ -27,6 +27,7 @@ from tests.workers import REPO, wait_until
 
 THREADS = 30
 REQUESTS_PER_THREAD = 10
+RUN_SECONDS = 8  # the Delay run that the burst of starts races against
 HTTP_TIMEOUT = 30.0
 
 
@@ -129,7 +130,11 @@ def test_300_concurrent_starts_of_one_id_make_one_202_and_299_409s_and_one_run(s
     instance_id = f"same-id-{uuid.uuid4().hex[:8]}"
     path = f"/api/orchestrators/Delay/{instance_id}"
     value = int(uuid.uuid4().int % 1_000_000_000) + 1
-    results = fire_together(server.port, path, {"seconds": 2, "value": value})
+    # The run lasts longer than the burst: checked below, so a slow burst cannot pass
+    # off a legitimate second start (after the first run ended) as a race bug.
+    results = fire_together(server.port, path, {"seconds": RUN_SECONDS, "value": value})
+    after_burst = checked("GET", server.port, f"/runtime/webhooks/durabletask/instances/{instance_id}")
+    assert after_burst[0] == 202, "the burst outlasted the run; make RUN_SECONDS longer"
     for status, headers, raw in results:
         assert_documented("POST", path, status, headers, raw)
     assert Counter(status for status, _, _ in results) == {202: 1, 409: 299}

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from singleton import InstanceAlreadyExists, RuntimeStatus
-from tests.probe import events
+from tests.probe import events, release
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -27,7 +27,7 @@ def race(client, instance_id: str, key: str, threads: int, go: threading.Event |
     def contender() -> None:
         barrier.wait(timeout=60)
         try:
-            client.start_new("Probe", instance_id, {"seconds": 0.5, "key": key})
+            client.start_new("Held", instance_id, {"key": key})
             outcome = "started"
         except InstanceAlreadyExists:
             outcome = "refused"
@@ -78,7 +78,9 @@ def test_concurrent_starts_of_one_id_make_exactly_one_run(client, uid, redis_cli
 
     total = THREADS + PROCESSES * THREADS_PER_PROCESS
     print(f"race: {total} contenders -> {dict(outcomes)}")
+    # The run is held live until every contender has been answered.
     assert outcomes == Counter(started=1, refused=total - 1)
+    release(redis_client, uid)
     done = client.wait_for_completion(uid, timeout=60)
     assert done.runtime_status is RuntimeStatus.COMPLETED
     # Exactly one execution of the orchestrator's step, counted in Redis.
@@ -88,8 +90,10 @@ def test_concurrent_starts_of_one_id_make_exactly_one_run(client, uid, redis_cli
 def test_after_the_race_the_id_can_be_started_again(client, uid, redis_client):
     first = race(client, uid, uid, 50)
     assert first == Counter(started=1, refused=49)
+    release(redis_client, uid)
     client.wait_for_completion(uid, timeout=60)
     second = race(client, uid, uid, 50)
     assert second == Counter(started=1, refused=49)
+    release(redis_client, uid)
     client.wait_for_completion(uid, timeout=60)
     assert [e["event"] for e in events(redis_client, uid)] == ["start", "end", "start", "end"]
