@@ -19,10 +19,11 @@ from typing import Any
 import redis
 from celery import Celery, Task
 from celery.exceptions import Ignore
-from celery.signals import task_revoked
+from celery.signals import task_failure, task_revoked
+from celery.worker.request import Request
 from kombu.utils.json import dumps, loads
 
-from .runs import COMPLETE_TASK, FAIL_TASK, RunIdentity
+from .runs import COMPLETE_TASK, RunIdentity
 from .settings import Settings
 from .status import RuntimeStatus
 from .store import Store
@@ -115,12 +116,27 @@ class Heartbeat:
                     logger.warning("Could not renew the lease of step %s", lease.task_id)
 
 
+class SingletonRequest(Request):
+    """The worker's request for a singleton step: fails the run on a hard time limit."""
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        # Celery fires task_failure for a hard time limit from the main process without
+        # the task's request on the stack; push it so the handler can read the stamps.
+        self.task.request_stack.push(self._context)
+        try:
+            super().on_timeout(soft, timeout)
+        finally:
+            self.task.request_stack.pop()
+
+
 class SingletonTask(Task):
     """Base task class that runs a step only if its run is current and live.
 
     Use it as the app's task class: ``Celery(..., task_cls=SingletonTask)``. Tasks
     called outside an orchestration run (no stamps) behave like plain Celery tasks.
     """
+
+    Request = SingletonRequest
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         identity = RunIdentity.from_request(self.request)
@@ -202,11 +218,13 @@ def init_app(app: Celery) -> None:
     def complete(self: Task, result: Any) -> None:
         _complete(self, result)
 
-    @app.task(name=FAIL_TASK)
-    def fail(request: Any, exc: BaseException, traceback: Any) -> None:
-        # Celery calls a three-argument errback in-process, also from the worker's main
-        # process when a pool child was lost or hit its hard time limit.
-        _fail(app, request, exc)
+    def on_failure(sender: Any = None, exception: BaseException | None = None, **_: Any) -> None:
+        # Celery sends task_failure once per final failure of a task: from the pool child
+        # when the step raised, and from the worker's main process (request on the stack)
+        # when the child was lost or hit its hard time limit. Retries are not failures.
+        if sender is None or sender.app is not app:
+            return
+        _fail(app, sender.request, exception)
 
     def on_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
         if sender is None or sender.app is not app:
@@ -217,4 +235,5 @@ def init_app(app: Celery) -> None:
                 identity.instance_id, identity.run_id, RuntimeStatus.TERMINATED, dumps("revoked")
             )
 
+    task_failure.connect(on_failure, weak=False)
     task_revoked.connect(on_revoked, weak=False)
