@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from typing import Any
+from uuid import UUID, uuid5
 
 from celery import Celery
 from celery.canvas import Signature, chain
@@ -60,7 +61,9 @@ def _single(value: Any) -> Any:
     return value
 
 
-def run_canvas(app: Celery, canvas: Signature, identity: RunIdentity) -> tuple[Signature, RunIdentity]:
+def run_canvas(
+    app: Celery, canvas: Signature, identity: RunIdentity, *, deterministic: bool = False
+) -> tuple[Signature, RunIdentity]:
     """Wrap an orchestrator's canvas for one run: pick its final step and stamp every task.
 
     A single task or a chain of single tasks gets a preset id on its last task: that
@@ -68,6 +71,9 @@ def run_canvas(app: Celery, canvas: Signature, identity: RunIdentity) -> tuple[S
     or chord anywhere in it) gets a completion task appended instead, since Celery may
     give the tasks it builds at publish time new ids. Failures need no errback: the
     worker's ``task_failure`` handler fails the run of any stamped task.
+
+    With ``deterministic``, a plain canvas's task ids derive from the run id, so a
+    second publish of the same run makes duplicates that the step gates recognise.
 
     Returns:
         The canvas to publish, and the identity (with ``final``) its tasks carry.
@@ -80,6 +86,10 @@ def run_canvas(app: Celery, canvas: Signature, identity: RunIdentity) -> tuple[S
         identity = replace(identity, final="")
         canvas.stamp(**identity.stamps())
         return canvas, identity
+    if deterministic:
+        namespace = UUID(hex=identity.run_id)
+        for n, step in enumerate(steps):
+            step.options["task_id"] = str(uuid5(namespace, str(n)))
     final = steps[-1].options.setdefault("task_id", uuid())
     identity = replace(identity, final=final)
     stamps = identity.stamps()
