@@ -3,6 +3,8 @@
 import time
 from typing import Any
 
+from singleton import set_custom_status
+
 from .celery import app
 
 
@@ -29,3 +31,16 @@ def prepare(value: Any) -> Any:
 def explode(_previous: Any) -> None:
     """Fail the way a buggy step does."""
     raise ValueError("boom")
+
+
+@app.task
+def approved(decision: Any) -> dict[str, Any]:
+    """Wrap the approval event's data as the workflow's output."""
+    return {"approved": decision}
+
+
+@app.task
+def count(n: int, interval: float) -> dict[str, Any]:
+    """Publish ``{"count": n}`` as the custom status; return the next cycle's input."""
+    set_custom_status({"count": n})
+    return {"count": n + 1, "interval": interval}
