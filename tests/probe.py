@@ -180,3 +180,9 @@ def WaitWithTimeout(input: dict) -> Signature:  # noqa: N802
 def HeldThenStep(input: dict) -> Signature:  # noqa: N802
     """A held first step, then a probe step: for suspending between two steps."""
     return chain(held_step.si(input["key"]), probe_step.si(0, input["key"]))
+
+
+@orchestrator(if_live="use_existing")
+def HeldOrExisting(input: dict) -> Signature:  # noqa: N802
+    """Like Held, with ``use_existing`` as the orchestrator's default live policy."""
+    return held_step.si(input["key"])
