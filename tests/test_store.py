@@ -21,10 +21,10 @@ from redis.retry import Retry
 from proj.redis_server import free_port
 from singleton import RuntimeStatus, ServiceUnavailable
 from singleton.store import SHARDS, ClaimResult, Store
+from tests.conftest import STORE_RETENTION_S
 
 INF = float("inf")
-RETENTION_S = 60.0
-
+RETENTION_S = STORE_RETENTION_S
 
 # -- helpers ---------------------------------------------------------------------------
 
@@ -83,28 +83,6 @@ def poll(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "a cond
 
 
 # -- fixtures --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def prefix(redis_client: redis.Redis) -> Iterator[str]:
-    p = f"st-{uuid.uuid4().hex}"
-    yield p
-    leftovers = redis_client.keys(f"{p}*")
-    if leftovers:
-        redis_client.delete(*leftovers)
-
-
-@pytest.fixture
-def make_store(redis_client: redis.Redis, prefix: str) -> Callable[..., Store]:
-    def make(retention_s: float = RETENTION_S) -> Store:
-        return Store(redis_client, prefix=prefix, retention_s=retention_s)
-
-    return make
-
-
-@pytest.fixture
-def store(make_store: Callable[..., Store]) -> Store:
-    return make_store()
 
 
 # -- claims ----------------------------------------------------------------------------
