@@ -15,7 +15,7 @@ from celery import chain, group
 from celery.canvas import Signature
 
 from proj.celery import app
-from singleton import orchestrator, wait_for_external_event
+from singleton import UNSET, orchestrator, wait_for_external_event
 
 
 def record(key: str, event: str, task_id: str, **extra: Any) -> None:
@@ -171,8 +171,7 @@ def WaitLast(input: Any) -> Signature:  # noqa: N802
 @orchestrator
 def WaitWithTimeout(input: dict) -> Signature:  # noqa: N802
     """Wait for ``Never`` with a timeout (and a default when the input has one)."""
-    default = {"default": input["default"]} if "default" in input else {}
-    wait = wait_for_external_event("Never", timeout=input["timeout"], **default)
+    wait = wait_for_external_event("Never", timeout=input["timeout"], default=input.get("default", UNSET))
     return chain(wait, collect.s(input["key"]))
 
 
