@@ -45,3 +45,14 @@ singleton_step_lease = float(_env.get("SINGLETON_STEP_LEASE", "60"))
 singleton_max_countdown = float(
     _env.get("SINGLETON_MAX_COUNTDOWN", str(broker_transport_options["visibility_timeout"] / 2))
 )
+singleton_run_lease = float(_env.get("SINGLETON_RUN_LEASE", "300"))
+singleton_reconcile_interval = float(_env.get("SINGLETON_RECONCILE_INTERVAL", "30"))
+
+# The stuck-run reconciler (singleton.recovery): runs beat under `make run`.
+beat_schedule = {
+    "singleton-reconcile": {
+        "task": "singleton.reconcile",
+        "schedule": singleton_reconcile_interval,
+        "options": {"expires": singleton_reconcile_interval},
+    },
+}

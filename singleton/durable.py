@@ -200,7 +200,7 @@ class ContinueTask(SingletonTask):
         new_run = uuid.uuid4().hex
         store = runtime(self.app).store
         if not store.continue_as_new(identity.instance_id, identity.run_id, new_run, input_json,
-                                     self.request.id):
+                                     self.request.id, delay):
             raise Ignore()
         try:
             publish_continued(self.app, identity.instance_id, identity.name, new_run, new_input, delay)

@@ -185,3 +185,21 @@ def HeldThenStep(input: dict) -> Signature:  # noqa: N802
 def HeldOrExisting(input: dict) -> Signature:  # noqa: N802
     """Like Held, with ``use_existing`` as the orchestrator's default live policy."""
     return held_step.si(input["key"])
+
+
+@orchestrator(lease=1)
+def Unconsumed(input: dict) -> Signature:  # noqa: N802
+    """A run whose only message goes to a queue no worker reads: its messages are 'gone'."""
+    return probe_step.si(0, input["key"]).set(queue="nobody-reads-this")
+
+
+@orchestrator(lease=1)
+def LongerThanLease(input: dict) -> Signature:  # noqa: N802
+    """One step that runs three times its run's lease, kept alive by its heartbeat."""
+    return probe_step.si(3, input["key"])
+
+
+@orchestrator(timeout=1)
+def Overdue(input: dict) -> Signature:  # noqa: N802
+    """A run that takes longer than its timeout."""
+    return chain(probe_step.si(2.5, input["key"]), probe_step.si(0, input["key"]))
