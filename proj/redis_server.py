@@ -9,7 +9,9 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
@@ -37,33 +39,52 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server child process on 127.0.0.1, started and stopped by its owner."""
 
-    def __init__(self, directory: Path, *, port: int | None = None, appendonly: bool = True) -> None:
-        """Describe the server; `directory` holds its append-only file and log."""
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        port: int | None = None,
+        appendonly: bool = True,
+        password: str | None = None,
+        binary: str | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        """Describe the server; `directory` holds its append-only file and log.
+
+        `password` turns on ``requirepass``; `binary` overrides the redis-server
+        found by ``redis_binary()``; `extra_args` go on its command line (TLS, say).
+        """
         self.directory = Path(directory)
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.password = password
+        self.binary = binary
+        self.extra_args = list(extra_args)
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        """Return the server's redis:// URL (database 0)."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        """Return the server's redis:// URL (database 0), with the password if any."""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 15.0) -> RedisServer:
         """Start the server and wait until it answers PING."""
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [
-            redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+            self.binary or redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", str(self.directory), "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
             "--logfile", "redis.log", "--daemonize", "no",
+            *(["--requirepass", self.password] if self.password else []),
+            *self.extra_args,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_until_ready(timeout)
         return self
 
     def _wait_until_ready(self, timeout: float) -> None:
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         while True:
             try:
