@@ -19,6 +19,9 @@ hash tag, so an instance's keys and the index entries a claim touches share a sl
                                          "parked" for a wait; "t:<task id>" holds
                                          "<start µs>|<task name>" for the history
     <p>:{<s>}:h:<instance_id>      list  the run's history: one JSON entry per step
+    <p>:{<s>}:drain:<instance_id>  hash  steps of ended runs still executing, by task id
+                                         ("run:<token>:<lease-until-µs>"): no step of a
+                                         later run starts until they are gone
     <p>:{<s>}:ev:<instance_id>     hash  buffered events: name -> JSON array of payloads
     <p>:{<s>}:created              zset  listing index: instance_id -> created time (µs)
     <p>:{<s>}:expiring             zset  terminal records: instance_id -> expiry (µs)
@@ -28,8 +31,8 @@ hash tag, so an instance's keys and the index entries a claim touches share a sl
     <p>:{<s>}:prev:<instance_id>   hash  the finished record a claim replaced, kept
                                          5 minutes so a failed publish can restore it
 
-Every script receives all eight keys of its instance (record, steps, created,
-expiring, prev, history, events, alive), so each is one slot in a cluster.
+Every script receives all nine keys of its instance (record, steps, created,
+expiring, prev, history, events, alive, drain), so each is one slot in a cluster.
 Event names are hash fields, never part of a key.
 
 Protocol. A claim refuses when the record's status is live (unless a start policy
@@ -93,8 +96,37 @@ local function alive(k, extra_us)
   if deadline and deadline < until_us then until_us = deadline end
   redis.call('ZADD', k.alive, fmt(until_us), k.id)
 end
-local function finish(k, id, status, output, retention_us)
+-- Steps still executing when their run ends keep their leases in `drain`: no step of
+-- a later run of the ID starts until they finish or their lease runs out, so two
+-- runs of one ID never execute at once. `except_task` is the step ending the run.
+local function drain(k, now, except_task)
+  local steps = redis.call('HGETALL', k.steps)
+  for i = 1, #steps, 2 do
+    local task, marker = steps[i], steps[i + 1]
+    if task ~= except_task and string.sub(marker, 1, 4) == 'run:' then
+      local lease_until = tonumber(string.match(marker, ':(%d+)$'))
+      if lease_until > now then
+        redis.call('HSET', k.drain, task, marker)
+        local ttl = redis.call('PTTL', k.drain)
+        local wanted = math.floor((lease_until - now) / 1000) + 1000
+        if ttl < wanted then redis.call('PEXPIRE', k.drain, wanted) end
+      end
+    end
+  end
+end
+-- The longest remaining lease of a draining step (0 when none); drops expired ones.
+local function draining(k, now)
+  local entries = redis.call('HGETALL', k.drain)
+  local longest = 0
+  for i = 1, #entries, 2 do
+    local left = tonumber(string.match(entries[i + 1], ':(%d+)$')) - now
+    if left > longest then longest = left elseif left <= 0 then redis.call('HDEL', k.drain, entries[i]) end
+  end
+  return longest
+end
+local function finish(k, id, status, output, retention_us, except_task)
   local now = now_us()
+  drain(k, now, except_task or '')
   redis.call('ZREM', k.alive, id)
   redis.call('HSET', k.inst, 'status', status, 'output', output, 'updated', fmt(now))
   redis.call('HDEL', k.inst, unpack(PARK_FIELDS))
@@ -145,7 +177,7 @@ end
 # Every script names its keys in this order (a prefix of it): see Store._keys.
 _KEYS = """
 local k = {inst = KEYS[1], steps = KEYS[2], created = KEYS[3], expiring = KEYS[4],
-  prev = KEYS[5], hist = KEYS[6], events = KEYS[7], alive = KEYS[8]}
+  prev = KEYS[5], hist = KEYS[6], events = KEYS[7], alive = KEYS[8], drain = KEYS[9]}
 -- The instance ID is what follows the shard's "}:i:" in the record's key.
 k.id = string.sub(KEYS[1], string.find(KEYS[1], '}:i:', 1, true) + 4)
 """
@@ -227,6 +259,9 @@ if cur[1] ~= ARGV[1] or not LIVE[cur[2]] then
 end
 if cur[2] == 'Suspended' then return {'suspended', cur[2]} end
 local now = now_us()
+local wait = draining(k, now)
+-- A step of an ended run still executes: look again in a second (or when its lease ends).
+if wait > 0 then return {'busy', fmt(math.min(wait, 1000000))} end
 local step = redis.call('HGET', k.steps, ARGV[2])
 if step then
   if string.sub(step, 1, 5) == 'done:' then return {'done', string.sub(step, 6)} end
@@ -248,9 +283,21 @@ return {'run', cur[2]}
 
 # ARGV: run, task_id, token, action ('done'|'renew'|'release'), value.
 _STEP_MARK = """
-if not is_current(k.inst, ARGV[1]) then return 0 end
-local step = redis.call('HGET', k.steps, ARGV[2])
 local mine = 'run:' .. ARGV[3] .. ':'
+if not is_current(k.inst, ARGV[1]) then
+  -- A step of an ended run: keep renewing its draining lease, or drop it once it ends.
+  local draining_step = redis.call('HGET', k.drain, ARGV[2])
+  if draining_step and string.sub(draining_step, 1, #mine) == mine then
+    if ARGV[4] == 'renew' then
+      redis.call('HSET', k.drain, ARGV[2], mine .. fmt(now_us() + tonumber(ARGV[5])))
+      redis.call('PEXPIRE', k.drain, math.floor(tonumber(ARGV[5]) / 1000) + 1000)
+    else
+      redis.call('HDEL', k.drain, ARGV[2])
+    end
+  end
+  return 0
+end
+local step = redis.call('HGET', k.steps, ARGV[2])
 if not step or string.sub(step, 1, #mine) ~= mine then return 0 end
 if ARGV[4] == 'done' then
   history(k.hist, k.steps, ARGV[2], 'Completed', ARGV[5])
@@ -270,7 +317,7 @@ return 1
 _END_RUN = """
 if not is_current(k.inst, ARGV[2]) then return 0 end
 if ARGV[6] ~= '' then history(k.hist, k.steps, ARGV[6], ARGV[3], ARGV[4]) end
-finish(k, ARGV[1], ARGV[3], ARGV[4], tonumber(ARGV[5]))
+finish(k, ARGV[1], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6])
 return 1
 """
 
@@ -396,6 +443,7 @@ local fence = math.max(tonumber(cur[3]) + 1, now)
 redis.call('HSET', k.inst, 'run', ARGV[2], 'fence', fmt(fence), 'status', 'ContinuedAsNew',
   'input', ARGV[3], 'continuedby', ARGV[4], 'updated', fmt(now))
 redis.call('HDEL', k.inst, unpack(PARK_FIELDS))
+drain(k, now, ARGV[4])
 redis.call('DEL', k.steps, k.hist)
 -- Each run of an eternal orchestration has its own timeout, counted from its start.
 if cur[4] then
@@ -546,6 +594,7 @@ class Store:
             f"{shard}:h:{instance_id}",
             f"{shard}:ev:{instance_id}",
             f"{shard}:alive",
+            f"{shard}:drain:{instance_id}",
         ]
 
     def _shard_keys(self, name: str) -> list[str]:

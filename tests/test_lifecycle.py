@@ -95,22 +95,24 @@ def step_finished(worker, task_id: str) -> bool:
 
 def test_terminated_runs_last_step_cannot_complete_the_next_run(client, uid, redis_client, worker):
     # The old run's only step is in flight when it is terminated and the ID restarts;
-    # when that step returns, its run's completion must not write into the new run.
+    # when that step returns, its run's completion must not write into the new run, and
+    # the new run's step waits for it: two runs of one ID never execute at once.
     old_key, new_key = f"{uid}-old", f"{uid}-new"
-    client.start_new("Probe", uid, {"seconds": 1, "key": old_key})
+    client.start_new("Probe", uid, {"seconds": 1.5, "key": old_key})
     wait_until(lambda: events(redis_client, old_key), 20, "the old step to start")
     client.terminate(uid, reason="restart")
-    client.start_new("Probe", uid, {"seconds": 4, "key": new_key})
+    client.start_new("Probe", uid, {"seconds": 0.5, "key": new_key})
     new_run = client.get_status(uid).run_id
-    # The old step is its run's last: when it returns, it tries to complete its run.
     old_task = events(redis_client, old_key)[0]["task"]
     wait_until(lambda: step_finished(worker, old_task), 20, "the old run's last step to return")
-    assert len(events(redis_client, new_key)) == 1, "the new step should still be running"
     still = client.get_status(uid)
-    assert still.run_id == new_run and still.runtime_status is RuntimeStatus.RUNNING
+    assert still.run_id == new_run and still.runtime_status.is_live
     done = client.wait_for_completion(uid, timeout=30)
     assert done.run_id == new_run
     assert done.runtime_status is RuntimeStatus.COMPLETED and done.output == new_key
+    old_end = next(e["t"] for e in events(redis_client, old_key) if e["event"] == "end")
+    new_start = next(e["t"] for e in events(redis_client, new_key) if e["event"] == "start")
+    assert new_start >= old_end
 
 
 def test_terminate_of_a_finished_instance_is_refused(client, uid):

@@ -41,6 +41,7 @@ class Instance:
     run: str
     request: str = ""
     old_runs: list[str] = field(default_factory=list)
+    executing: dict[str, str] = field(default_factory=dict)  # this run's steps: task -> token
 
 
 class StoreModel(RuleBasedStateMachine):
@@ -53,6 +54,8 @@ class StoreModel(RuleBasedStateMachine):
         self.prefix = f"model-{uuid.uuid4().hex}"
         self.store = Store(self.client, prefix=self.prefix, retention_s=60)
         self.model: dict[str, Instance] = {}
+        # Steps of ended runs still executing, by instance: task -> (run, token).
+        self.drains: dict[str, dict[str, tuple[str, str]]] = {}
         self.task = 0
 
     def teardown(self) -> None:
@@ -70,7 +73,14 @@ class StoreModel(RuleBasedStateMachine):
         return f"task-{self.task}"
 
     def _end(self, instance_id: str, status: RuntimeStatus) -> None:
-        self.model[instance_id].status = status
+        known = self.model[instance_id]
+        known.status = status
+        self._drain(instance_id, known)
+
+    def _drain(self, instance_id: str, known: Instance) -> None:
+        drain = self.drains.setdefault(instance_id, {})
+        drain.update({task: (known.run, token) for task, token in known.executing.items()})
+        known.executing = {}
 
     # -- rules ---------------------------------------------------------------------
     @rule(instance_id=IDS, if_live=IF_LIVE, if_finished=IF_FINISHED, request=REQUESTS)
@@ -82,6 +92,8 @@ class StoreModel(RuleBasedStateMachine):
         expected = self._expected_claim(known, if_live, if_finished, request)
         assert result.outcome == expected, (known, if_live, if_finished, request)
         if expected == "claimed":
+            if known is not None and known.status in LIVE_STATUSES:  # terminate_existing
+                self._end(instance_id, RuntimeStatus.TERMINATED)
             old = [*known.old_runs, known.run] if known else []
             self.model[instance_id] = Instance(RuntimeStatus.PENDING, run, request, old)
         else:
@@ -105,14 +117,34 @@ class StoreModel(RuleBasedStateMachine):
     def begin_step(self, instance_id: str) -> None:
         known = self.model.get(instance_id)
         run = known.run if known else "none"
-        gate = self.store.begin_step(instance_id, run, self._next_task(), "tok", 30, "step")
+        task, token = self._next_task(), uuid.uuid4().hex
+        gate = self.store.begin_step(instance_id, run, task, token, 30, "step")
         if not self._live(instance_id):
             assert gate.outcome == "stale"
         elif known.status is RuntimeStatus.SUSPENDED:
             assert gate.outcome == "suspended"
+        elif self.drains.get(instance_id):
+            assert gate.outcome == "busy"  # a step of an ended run still executes
         else:
             assert gate.outcome == "run"
             known.status = RuntimeStatus.RUNNING
+            known.executing[task] = token
+
+    def _executing(self) -> list[tuple[str, str]]:
+        current = [(i, t) for i, m in self.model.items() for t in m.executing]
+        return sorted(current + [(i, t) for i, d in self.drains.items() for t in d])
+
+    @precondition(lambda self: self._executing())
+    @rule(data=st.data())
+    def a_step_ends(self, data: st.DataObject) -> None:
+        instance_id, task = data.draw(st.sampled_from(self._executing()))
+        known = self.model.get(instance_id)
+        if known is not None and task in known.executing:
+            token = known.executing.pop(task)
+            assert self.store.mark_step(instance_id, known.run, task, token, "done", "1")
+        else:
+            run, token = self.drains[instance_id].pop(task)
+            assert not self.store.mark_step(instance_id, run, task, token, "done", "1")
 
     @rule(instance_id=IDS, status=st.sampled_from([RuntimeStatus.COMPLETED, RuntimeStatus.FAILED]))
     def end_run(self, instance_id: str, status: RuntimeStatus) -> None:
@@ -152,7 +184,7 @@ class StoreModel(RuleBasedStateMachine):
             assert outcome == "live"
         else:
             assert outcome == "ok"
-            del self.model[instance_id]
+            del self.model[instance_id]  # steps still executing keep draining
 
     @rule(instance_id=IDS)
     def suspend(self, instance_id: str) -> None:
@@ -190,6 +222,7 @@ class StoreModel(RuleBasedStateMachine):
                                            '{"next": 1}', self._next_task())
         assert moved == self._live(instance_id)
         if moved:
+            self._drain(instance_id, known)
             known.old_runs.append(known.run)
             known.run, known.status = new_run, RuntimeStatus.CONTINUED_AS_NEW
             assert self.store.continued(instance_id, new_run)

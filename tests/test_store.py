@@ -577,13 +577,14 @@ def test_all_keys_of_a_claim_start_with_the_prefix_and_share_one_hash_tag(
     run = claim(store, "tagged")
     assert store.begin_step("tagged", run.run_id, "task-1", "tok", 30).outcome == "run"
     live_keys = keys_of(redis_client, prefix)
-    assert store.end_run("tagged", run.run_id, RuntimeStatus.COMPLETED, '"x"')
+    # The final step ends the run itself: its own lease does not drain.
+    assert store.end_run("tagged", run.run_id, RuntimeStatus.COMPLETED, '"x"', "task-1")
     ended_keys = keys_of(redis_client, prefix)
 
     tag = f"{{{shard_of('tagged'):x}}}"
     base = f"{prefix}:{tag}"
     assert live_keys == {f"{base}:i:tagged", f"{base}:steps:tagged", f"{base}:created", f"{base}:alive"}
-    assert ended_keys == {f"{base}:i:tagged", f"{base}:created", f"{base}:expiring"}
+    assert ended_keys == {f"{base}:i:tagged", f"{base}:h:tagged", f"{base}:created", f"{base}:expiring"}
     for key in live_keys | ended_keys:
         assert key.startswith(f"{prefix}:")
         assert re.findall(r"\{[^}]*\}", key)[0] == tag
@@ -603,7 +604,9 @@ def test_instance_ids_with_braces_or_colons_only_touch_their_own_keys(
         run = claim(store, instance_id)
         assert run.claimed, instance_id
         assert store.begin_step(instance_id, run.run_id, "task-1", "tok", 30).outcome == "run"
-        assert store.end_run(instance_id, run.run_id, RuntimeStatus.COMPLETED, json.dumps(instance_id))
+        assert store.end_run(
+            instance_id, run.run_id, RuntimeStatus.COMPLETED, json.dumps(instance_id), "task-1"
+        )
 
     assert store.read("victim") == victim_record
     assert store.begin_step("victim", victim.run_id, "task-1", "tok-2", 30).outcome == "busy"
@@ -613,6 +616,7 @@ def test_instance_ids_with_braces_or_colons_only_touch_their_own_keys(
     expected |= {shard_key(prefix, i, "created") for i in everything}
     expected |= {shard_key(prefix, i, "expiring") for i in WEIRD_IDS}
     expected |= {shard_key(prefix, "victim", "alive")}
+    expected |= {shard_key(prefix, i, f"h:{i}") for i in WEIRD_IDS}
     assert keys_of(redis_client, prefix) == expected
     # The scripts read the instance ID back out of the record's key: only the victim is live.
     assert redis_client.zrange(shard_key(prefix, "victim", "alive"), 0, -1) == [b"victim"]

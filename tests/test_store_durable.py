@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import redis
@@ -164,3 +165,37 @@ def test_a_stale_run_cannot_continue_as_new_or_set_its_custom_status(store: Stor
     assert not store.continue_as_new("a", first.run_id, "run-2", "null", "can")
     assert not store.set_custom_status("a", first.run_id, '"x"')
     assert store.read("a")["status"] == "Terminated"
+
+
+# -- draining: steps of an ended run still executing ---------------------------------------
+def test_a_new_run_waits_while_a_step_of_the_terminated_run_still_executes(store: Store) -> None:
+    old = claim(store, "a")
+    store.begin_step("a", old.run_id, "old-step", "tok", 30, "step")
+    store.terminate("a", '"stop"')
+    new = claim(store, "a")
+    assert new.claimed
+    gate = store.begin_step("a", new.run_id, "new-step", "tok2", 30, "step")
+    assert gate.outcome == "busy" and int(gate.detail) <= 1_000_000
+    # The old step keeps its draining lease alive, then ends: the new run may go.
+    assert not store.mark_step("a", old.run_id, "old-step", "tok", "renew", 30_000_000)
+    assert store.begin_step("a", new.run_id, "new-step", "tok2", 30, "step").outcome == "busy"
+    store.mark_step("a", old.run_id, "old-step", "tok", "release")
+    assert store.begin_step("a", new.run_id, "new-step", "tok2", 30, "step").outcome == "run"
+
+
+def test_a_draining_step_whose_lease_ran_out_no_longer_blocks(store: Store) -> None:
+    old = claim(store, "a")
+    store.begin_step("a", old.run_id, "old-step", "tok", 0.2, "step")
+    store.terminate("a", '"stop"')
+    new = claim(store, "a")
+    assert store.begin_step("a", new.run_id, "s", "t", 30, "step").outcome == "busy"
+    time.sleep(0.25)  # the dead step's lease (0.2 s) runs out; nothing renews it
+    assert store.begin_step("a", new.run_id, "s", "t", 30, "step").outcome == "run"
+
+
+def test_the_step_that_ends_its_run_does_not_drain(store: Store) -> None:
+    run = claim(store, "a")
+    store.begin_step("a", run.run_id, "last", "tok", 30, "step")
+    store.end_run("a", run.run_id, RuntimeStatus.COMPLETED, "1", "last")
+    new = claim(store, "a")
+    assert store.begin_step("a", new.run_id, "s", "t", 30, "step").outcome == "run"
