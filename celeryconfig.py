@@ -7,6 +7,9 @@ matching singleton_* setting (see README, "Configuration").
 
 import os
 
+from singleton.logs import WORKER_LOG_FORMAT, WORKER_TASK_LOG_FORMAT
+from singleton.schedules import singleton_entry
+
 _env = os.environ
 _redis_url = _env.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -40,3 +43,22 @@ enable_utc = True
 singleton_key_prefix = _env.get("SINGLETON_KEY_PREFIX", "singleton")
 singleton_retention = float(_env.get("SINGLETON_RETENTION", str(7 * 24 * 3600)))
 singleton_step_lease = float(_env.get("SINGLETON_STEP_LEASE", "60"))
+
+# -- Operations -----------------------------------------------------------------
+# Flower shows only what task events carry: turn them on, the "sent" event included.
+worker_send_task_events = True
+task_send_sent_event = True
+# Every line a step logs names its instance and run (singleton/logs.py).
+worker_log_format = WORKER_LOG_FORMAT
+worker_task_log_format = WORKER_TASK_LOG_FORMAT
+
+# Periodic singleton jobs: each tick starts the orchestrator under a fixed instance ID
+# through the worker-side starter task; overlap says what a tick does while the previous
+# run is still live (skip, buffer_one or terminate_other; see singleton/schedules.py).
+beat_schedule = {
+    # Syncs the inventory every 30 s; a sync with many changes takes longer than that,
+    # and the ticks that fall inside it are skipped (logged and counted).
+    "sync-inventory": singleton_entry(
+        "SyncInventory", "inventory-sync", schedule=30.0, input={"max_changes": 400}, overlap="skip"
+    ),
+}

@@ -136,3 +136,22 @@ def release(redis_client: Any, key: str) -> None:
 def Held(input: dict) -> Signature:  # noqa: N802
     """One step that stays running until the test releases it: a run that outlasts a race."""
     return held_step.si(input["key"])
+
+
+# -- operations (issue 5) -------------------------------------------------------
+@app.task(bind=True)
+def run_step(self, seconds: float, key: str, index: int) -> str:
+    """Record start and end with the step's run ID, so tests can tell runs apart."""
+    run = (self.request.stamps or {}).get("singleton_run")
+    run = run[0] if isinstance(run, list) else run
+    record(key, "start", self.request.id, run=run, index=index)
+    time.sleep(seconds)
+    record(key, "end", self.request.id, run=run, index=index)
+    return key
+
+
+@orchestrator
+def Timed(input: dict) -> Signature:  # noqa: N802
+    """``steps`` steps of ``seconds`` each, recording their run under ``key``."""
+    steps = [run_step.si(input["seconds"], input["key"], i) for i in range(input.get("steps", 1))]
+    return chain(*steps) if len(steps) > 1 else steps[0]
