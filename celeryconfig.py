@@ -43,6 +43,11 @@ enable_utc = True
 singleton_key_prefix = _env.get("SINGLETON_KEY_PREFIX", "singleton")
 singleton_retention = float(_env.get("SINGLETON_RETENTION", str(7 * 24 * 3600)))
 singleton_step_lease = float(_env.get("SINGLETON_STEP_LEASE", "60"))
+# Timers (event timeouts, continue-as-new delays) hop in countdowns of at most this,
+# kept at half the visibility timeout so a held message is never delivered twice.
+singleton_max_countdown = float(
+    _env.get("SINGLETON_MAX_COUNTDOWN", str(broker_transport_options["visibility_timeout"] / 2))
+)
 
 # -- Operations -----------------------------------------------------------------
 # Flower shows only what task events carry: turn them on, the "sent" event included.

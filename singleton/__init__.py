@@ -4,34 +4,45 @@ The public surface, grouped:
 
 - Defining work: ``orchestrator`` (decorator), ``SingletonTask`` (the app's task
   class), ``init_app`` (registers the layer's tasks and signals on an app).
-- Starting and managing: ``OrchestrationClient``, ``StatusPage``.
-- Statuses: ``RuntimeStatus``, ``OrchestrationStatus``, ``new_instance_id``,
-  ``validate_instance_id``.
+- Inside a run: ``wait_for_external_event`` and ``continue_as_new`` (canvas steps),
+  ``set_custom_status`` (from a step).
+- Starting and managing: ``OrchestrationClient``, ``StatusPage``; start policies
+  ``IfLive`` and ``IfFinished``.
+- Statuses: ``RuntimeStatus``, ``OrchestrationStatus``, ``StepHistory``,
+  ``new_instance_id``, ``validate_instance_id``, ``validate_event_name``.
 - Settings: ``Settings``.
 - Errors: ``SingletonError`` and its subclasses.
 """
 
 from .client import OrchestrationClient, StatusPage
+from .durable import continue_as_new, set_custom_status, wait_for_external_event
 from .errors import (
     InstanceAlreadyExists,
     InstanceError,
     InstanceIsLive,
     InstanceIsTerminal,
     InstanceNotFound,
+    InvalidArgument,
     InvalidContinuationToken,
+    InvalidEventName,
     InvalidInput,
     InvalidInstanceId,
+    InvalidTransition,
+    NotInRun,
     OrchestratorNotFound,
     ServiceUnavailable,
     SingletonError,
     WaitTimeout,
 )
 from .orchestrator import get_orchestrator, orchestrator, orchestrator_names
+from .policies import IfFinished, IfLive
 from .settings import Settings
 from .status import (
     OrchestrationStatus,
     RuntimeStatus,
+    StepHistory,
     new_instance_id,
+    validate_event_name,
     validate_instance_id,
 )
 from .worker import SingletonTask, init_app
@@ -43,14 +54,22 @@ __all__ = [
     "orchestrator_names",
     "SingletonTask",
     "init_app",
+    # inside a run
+    "wait_for_external_event",
+    "continue_as_new",
+    "set_custom_status",
     # starting and managing
     "OrchestrationClient",
     "StatusPage",
+    "IfLive",
+    "IfFinished",
     # statuses
     "RuntimeStatus",
     "OrchestrationStatus",
+    "StepHistory",
     "new_instance_id",
     "validate_instance_id",
+    "validate_event_name",
     # settings
     "Settings",
     # errors
@@ -58,12 +77,16 @@ __all__ = [
     "InvalidInstanceId",
     "OrchestratorNotFound",
     "InvalidInput",
+    "InvalidArgument",
+    "InvalidEventName",
     "InvalidContinuationToken",
+    "NotInRun",
     "InstanceError",
     "InstanceAlreadyExists",
     "InstanceNotFound",
     "InstanceIsTerminal",
     "InstanceIsLive",
+    "InvalidTransition",
     "WaitTimeout",
     "ServiceUnavailable",
 ]

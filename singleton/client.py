@@ -10,31 +10,38 @@ import math
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
 from kombu.utils.json import dumps, loads
 
+from .durable import publish_release
 from .errors import (
     InstanceAlreadyExists,
     InstanceIsLive,
     InstanceIsTerminal,
     InstanceNotFound,
+    InvalidArgument,
     InvalidContinuationToken,
     InvalidInput,
+    InvalidTransition,
     ServiceUnavailable,
     WaitTimeout,
 )
-from .orchestrator import get_orchestrator
+from .orchestrator import Orchestrator, get_orchestrator
+from .policies import IfFinished, IfLive
 from .runs import RunIdentity, run_canvas
 from .status import (
     OrchestrationStatus,
     RuntimeStatus,
+    StepHistory,
     new_instance_id,
+    validate_event_name,
     validate_instance_id,
 )
+from .store import Release
 from .worker import runtime
 
 logger = logging.getLogger(__name__)
@@ -60,24 +67,43 @@ class OrchestrationClient:
         self._store = runtime(app).store
 
     # -- starting ---------------------------------------------------------------
-    def start_new(self, name: str, instance_id: str | None = None, input: Any = None) -> str:
+    def start_new(
+        self,
+        name: str,
+        instance_id: str | None = None,
+        input: Any = None,
+        *,
+        if_live: IfLive | str | None = None,
+        if_finished: IfFinished | str | None = None,
+        request_id: str | None = None,
+    ) -> str:
         """Start orchestrator `name` under `instance_id` unless a live run holds that ID.
 
         Args:
             name: a registered orchestrator's name.
-            instance_id: the singleton key; a random 32-hex-character ID when None.
+            instance_id: the singleton key; a random 32-hex-character ID when None
+                (derived from `request_id` when one is given, so a retry finds it).
             input: any JSON-serialisable value, handed to the orchestrator.
+            if_live: policy while a live run holds the ID (default: the orchestrator's,
+                normally ``fail``); see ``singleton.policies.IfLive``.
+            if_finished: policy when a finished run is on record (default: the
+                orchestrator's, normally ``allow``); see ``IfFinished``.
+            request_id: an idempotency key: a start repeating the request ID of the
+                run on record answers with that run instead of refusing.
 
         Returns:
-            The instance ID.
+            The instance ID (of the new run, or of the run on record that answers).
 
         Raises:
-            OrchestratorNotFound, InvalidInstanceId, InvalidInput: nothing was claimed.
-            InstanceAlreadyExists: a Pending or Running run holds the ID.
+            OrchestratorNotFound, InvalidInstanceId, InvalidInput, InvalidArgument:
+                nothing was claimed.
+            InstanceAlreadyExists: the policies keep the ID with the run on record.
             ServiceUnavailable: Redis or the broker failed; the ID is not left claimed.
         """
         orchestrator = get_orchestrator(name)
-        instance_id = new_instance_id() if instance_id is None else validate_instance_id(instance_id)
+        live, finished = _policies(orchestrator, if_live, if_finished)
+        request_id = _request_id(request_id)
+        instance_id = _instance_id(instance_id, request_id)
         input_json = _encode_input(input)
         try:
             canvas = orchestrator.build(input)
@@ -85,7 +111,12 @@ class OrchestrationClient:
             raise InvalidInput(str(exc)) from exc
         identity = RunIdentity(instance_id, uuid.uuid4().hex, orchestrator.name)
         canvas, identity = run_canvas(self._app, canvas, identity)
-        claim = self._store.claim(instance_id, orchestrator.name, identity.run_id, input_json)
+        claim = self._store.claim(
+            instance_id, orchestrator.name, identity.run_id, input_json,
+            if_live=live, if_finished=finished, request_id=request_id,
+        )
+        if claim.outcome == "existing":
+            return instance_id
         if not claim.claimed:
             raise InstanceAlreadyExists(instance_id, claim.status, claim.run_id)
         try:
@@ -100,6 +131,30 @@ class OrchestrationClient:
             ) from exc
         return instance_id
 
+    def restart(self, instance_id: str, *, new_instance_id: bool = True) -> str:
+        """Start the instance's orchestrator again with its original input.
+
+        Args:
+            instance_id: the instance to restart.
+            new_instance_id: start under a new random ID (default); with False, reuse
+                this ID, which succeeds only once the instance is terminal.
+
+        Returns:
+            The ID of the new run.
+
+        Raises:
+            InstanceNotFound: no record exists.
+            InstanceAlreadyExists: same ID and the instance is still live.
+        """
+        record = self._store.read(validate_instance_id(instance_id))
+        if record is None:
+            raise InstanceNotFound(instance_id)
+        target = None if new_instance_id else instance_id
+        return self.start_new(
+            record["name"], target, loads(record["input"]),
+            if_live=IfLive.FAIL, if_finished=IfFinished.ALLOW,
+        )
+
     def _give_back(self, instance_id: str, claim: Any) -> None:
         try:
             self._store.undo_claim(instance_id, claim)
@@ -108,10 +163,27 @@ class OrchestrationClient:
             raise
 
     # -- reading ----------------------------------------------------------------
-    def get_status(self, instance_id: str, *, show_input: bool = True) -> OrchestrationStatus | None:
-        """Return the instance's status, or None when no record exists."""
+    def get_status(
+        self,
+        instance_id: str,
+        *,
+        show_input: bool = True,
+        show_history: bool = False,
+        show_history_output: bool = False,
+    ) -> OrchestrationStatus | None:
+        """Return the instance's status, or None when no record exists.
+
+        With ``show_history``, ``history`` lists the current run's steps (with their
+        results only when ``show_history_output``).
+        """
         record = self._store.read(validate_instance_id(instance_id))
-        return None if record is None else _to_status(instance_id, record, show_input)
+        if record is None:
+            return None
+        status = _to_status(instance_id, record, show_input)
+        if not show_history:
+            return status
+        steps = [_step(e, show_history_output) for e in self._store.read_history(instance_id)]
+        return replace(status, history=steps)
 
     def get_status_by(
         self,
@@ -209,6 +281,61 @@ class OrchestrationClient:
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, 0.5)
 
+    # -- events, suspend, resume --------------------------------------------------
+    def raise_event(self, instance_id: str, event_name: str, data: Any = None) -> None:
+        """Send event `event_name` with `data` to the instance.
+
+        The run waiting for it (``wait_for_external_event``) continues with `data` as
+        its next step's input; otherwise the event is buffered, in order, per name.
+
+        Raises:
+            InstanceNotFound: no record exists.
+            InstanceIsTerminal: the instance has finished.
+            InvalidEventName, InvalidInput: nothing was sent.
+            ServiceUnavailable: the run's next step could not be published; the run
+                is left Suspended with the event applied (``resume`` publishes it).
+        """
+        validate_instance_id(instance_id)
+        validate_event_name(event_name)
+        release = self._store.raise_event(instance_id, event_name, _encode_input(data))
+        self._released(instance_id, release, "raise an event to")
+
+    def suspend(self, instance_id: str, reason: str | None = None) -> None:
+        """Suspend the instance: no further step starts until ``resume``.
+
+        The step in flight finishes. `reason` is logged only.
+
+        Raises:
+            InstanceNotFound, InstanceIsTerminal; InvalidTransition when already suspended.
+        """
+        outcome, status = self._store.suspend(validate_instance_id(instance_id))
+        self._check(instance_id, outcome, status, "suspend")
+        logger.info("Suspended instance %r (reason: %s).", instance_id, reason)
+
+    def resume(self, instance_id: str, reason: str | None = None) -> None:
+        """Resume a suspended instance exactly where it stopped.
+
+        Raises:
+            InstanceNotFound, InstanceIsTerminal; InvalidTransition when not suspended.
+        """
+        release = self._store.resume(validate_instance_id(instance_id))
+        self._released(instance_id, release, "resume")
+        logger.info("Resumed instance %r (reason: %s).", instance_id, reason)
+
+    def _released(self, instance_id: str, release: Release, operation: str) -> None:
+        self._check(instance_id, release.outcome, release.status, operation)
+        if release.outcome == "release":
+            publish_release(self._app, instance_id, release)
+
+    @staticmethod
+    def _check(instance_id: str, outcome: str, status: str, operation: str) -> None:
+        if outcome == "missing":
+            raise InstanceNotFound(instance_id)
+        if outcome == "terminal":
+            raise InstanceIsTerminal(instance_id, RuntimeStatus(status))
+        if outcome == "conflict":
+            raise InvalidTransition(instance_id, RuntimeStatus(status), operation)
+
     # -- managing ---------------------------------------------------------------
     def terminate(self, instance_id: str, reason: str | None = None) -> None:
         """Terminate the live run of the instance; no further step of it will run.
@@ -262,6 +389,42 @@ class OrchestrationClient:
             token = page.continuation_token
             if token is None:
                 return deleted
+
+
+def _policies(
+    orchestrator: Orchestrator, if_live: IfLive | str | None, if_finished: IfFinished | str | None
+) -> tuple[str, str]:
+    try:
+        live = IfLive(orchestrator.if_live if if_live is None else if_live)
+        finished = IfFinished(orchestrator.if_finished if if_finished is None else if_finished)
+    except ValueError as exc:
+        raise InvalidArgument("start policy", str(exc)) from None
+    return live.value, finished.value
+
+
+def _request_id(request_id: str | None) -> str:
+    if request_id is None:
+        return ""
+    if not isinstance(request_id, str) or not 1 <= len(request_id) <= 256:
+        raise InvalidArgument("request ID", "it must be a string of 1 to 256 characters")
+    return request_id
+
+
+def _instance_id(instance_id: str | None, request_id: str) -> str:
+    if instance_id is not None:
+        return validate_instance_id(instance_id)
+    if request_id:
+        # A retried start without an ID must find the ID its first attempt made.
+        return uuid.uuid5(uuid.NAMESPACE_URL, f"singleton-request:{request_id}").hex
+    return new_instance_id()
+
+
+def _step(entry: dict[str, str], show_output: bool) -> StepHistory:
+    result = loads(entry["result"]) if show_output and entry.get("result") else None
+    return StepHistory(
+        task_id=entry["taskId"], name=entry["name"], started=_time(entry["start"]),
+        ended=_time(entry["end"]), outcome=entry["outcome"], result=result,
+    )
 
 
 def _encode_input(value: Any) -> str:

@@ -26,6 +26,17 @@ class InvalidInstanceId(SingletonError):
         super().__init__(f"Invalid instance ID {instance_id!r}: {reason}.")
 
 
+class InvalidEventName(SingletonError):
+    """The event name is empty, too long or contains control characters."""
+
+    code = "invalid_event_name"
+
+    def __init__(self, name: Any, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"Invalid event name {name!r}: {reason}.")
+
+
 class OrchestratorNotFound(SingletonError):
     """No orchestrator is registered under the given name."""
 
@@ -44,6 +55,17 @@ class InvalidInput(SingletonError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"Invalid input: {reason}")
+
+
+class InvalidArgument(SingletonError):
+    """An option of a call is not one it accepts (an unknown start policy, say)."""
+
+    code = "invalid_argument"
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"Invalid {name}: {reason}.")
 
 
 class InvalidContinuationToken(SingletonError):
@@ -108,6 +130,29 @@ class InstanceIsLive(InstanceError):
             instance_id,
             f"The instance '{instance_id}' is still {runtime_status.value}.",
         )
+
+
+class InvalidTransition(InstanceError):
+    """The instance's current status does not allow the operation (suspend twice, say)."""
+
+    code = "invalid_transition"
+
+    def __init__(self, instance_id: str, runtime_status: Any, operation: str) -> None:
+        self.runtime_status = runtime_status
+        self.operation = operation
+        super().__init__(
+            instance_id,
+            f"Cannot {operation} the instance '{instance_id}': it is {runtime_status.value}.",
+        )
+
+
+class NotInRun(SingletonError):
+    """A run-only call (set_custom_status, say) was made outside a step of a run."""
+
+    code = "not_in_run"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} must be called from inside a step of an orchestration run.")
 
 
 class WaitTimeout(InstanceError):

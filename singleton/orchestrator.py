@@ -9,6 +9,7 @@ from typing import Any, overload
 from celery.canvas import Signature
 
 from .errors import OrchestratorNotFound
+from .policies import IfFinished, IfLive
 
 OrchestratorFn = Callable[[Any], Signature]
 
@@ -19,6 +20,8 @@ class Orchestrator:
 
     name: str
     fn: OrchestratorFn
+    if_live: IfLive = IfLive.FAIL
+    if_finished: IfFinished = IfFinished.ALLOW
 
     def build(self, input: Any) -> Signature:
         """Return the canvas for one run of this orchestrator."""
@@ -31,20 +34,35 @@ _registry: dict[str, Orchestrator] = {}
 @overload
 def orchestrator(fn: OrchestratorFn, /) -> OrchestratorFn: ...
 @overload
-def orchestrator(*, name: str | None = None) -> Callable[[OrchestratorFn], OrchestratorFn]: ...
+def orchestrator(
+    *,
+    name: str | None = None,
+    if_live: IfLive | str = IfLive.FAIL,
+    if_finished: IfFinished | str = IfFinished.ALLOW,
+) -> Callable[[OrchestratorFn], OrchestratorFn]: ...
 
 
-def orchestrator(fn: OrchestratorFn | None = None, /, *, name: str | None = None) -> Any:
+def orchestrator(
+    fn: OrchestratorFn | None = None,
+    /,
+    *,
+    name: str | None = None,
+    if_live: IfLive | str = IfLive.FAIL,
+    if_finished: IfFinished | str = IfFinished.ALLOW,
+) -> Any:
     """Register ``fn(input) -> canvas`` as an orchestrator (name defaults to fn's name).
 
-    Usable bare (``@orchestrator``) or with a name (``@orchestrator(name="Nightly")``).
+    Usable bare (``@orchestrator``) or with options (``@orchestrator(name="Nightly",
+    if_live="use_existing")``). ``if_live`` and ``if_finished`` are the default start
+    policies of its starts (see ``singleton.policies``); a start may override them.
     The function should raise ValueError or TypeError for input it cannot accept; a
     start then fails with InvalidInput before anything is claimed.
     """
+    live, finished = IfLive(if_live), IfFinished(if_finished)
 
     def register(f: OrchestratorFn) -> OrchestratorFn:
         key = name or f.__name__
-        _registry[key] = Orchestrator(key, f)
+        _registry[key] = Orchestrator(key, f, live, finished)
         return f
 
     return register(fn) if fn is not None else register

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from typing import Any
+from uuid import UUID, uuid5
 
 from celery import Celery
 from celery.canvas import Signature, chain
+from celery.utils import uuid
 
 STAMP_INSTANCE = "singleton_instance"
 STAMP_RUN = "singleton_run"
 STAMP_NAME = "singleton_orchestrator"
 STAMP_FINAL = "singleton_final"
 COMPLETE_TASK = "singleton.complete"
-FAIL_TASK = "singleton.fail"
 
 
 @dataclass(frozen=True)
@@ -60,31 +61,49 @@ def _single(value: Any) -> Any:
     return value
 
 
-def run_canvas(app: Celery, canvas: Signature, identity: RunIdentity) -> tuple[Signature, RunIdentity]:
-    """Wrap an orchestrator's canvas for one run: final step, errback, stamps.
+def run_canvas(
+    app: Celery, canvas: Signature, identity: RunIdentity, *, deterministic: bool = False
+) -> tuple[Signature, RunIdentity]:
+    """Wrap an orchestrator's canvas for one run: pick its final step and stamp every task.
 
-    A single task or a chain of single tasks is frozen so that its last task's id is
-    known: that step's success completes the run, with no extra task. Any other canvas
-    (a group or chord anywhere in it) gets a completion task appended instead, since
-    Celery may give the tasks it builds at publish time new ids.
+    A single task or a chain of single tasks gets a preset id on its last task: that
+    step's success completes the run, with no extra task. Any other canvas (a group
+    or chord anywhere in it) gets a completion task appended instead, since Celery may
+    give the tasks it builds at publish time new ids. Failures need no errback: the
+    worker's ``task_failure`` handler fails the run of any stamped task.
+
+    With ``deterministic``, a plain canvas's task ids derive from the run id, so a
+    second publish of the same run makes duplicates that the step gates recognise.
 
     Returns:
         The canvas to publish, and the identity (with ``final``) its tasks carry.
     """
     if not isinstance(canvas, Signature):
         raise TypeError(f"an orchestrator must return a Celery signature, not {canvas!r}")
-    if _plain_steps(canvas):
-        identity = replace(identity, final=canvas.freeze().id)
-    else:
+    steps = _plain_steps(canvas)
+    if steps is None:
         canvas = chain(canvas, app.signature(COMPLETE_TASK), app=app)
         identity = replace(identity, final="")
-    canvas.link_error(app.signature(FAIL_TASK))
-    canvas.stamp(**identity.stamps())
+        canvas.stamp(**identity.stamps())
+        return canvas, identity
+    if deterministic:
+        namespace = UUID(hex=identity.run_id)
+        for n, step in enumerate(steps):
+            step.options["task_id"] = str(uuid5(namespace, str(n)))
+    final = steps[-1].options.setdefault("task_id", uuid())
+    identity = replace(identity, final=final)
+    stamps = identity.stamps()
+    for step in steps:
+        # What Signature.stamp() writes for plain headers, without its visitor walk.
+        stamped = [*step.options.get("stamped_headers", ()), *stamps]
+        step.options.update(stamps, stamped_headers=list(dict.fromkeys(stamped)))
     return canvas, identity
 
 
-def _plain_steps(canvas: Signature) -> bool:
+def _plain_steps(canvas: Signature) -> list[Signature] | None:
     # subtask_type is None for a single task, "chain"/"group"/"chord" otherwise.
     if canvas.subtask_type is None:
-        return True
-    return canvas.subtask_type == "chain" and all(t.subtask_type is None for t in canvas.tasks)
+        return [canvas]
+    if canvas.subtask_type == "chain" and all(t.subtask_type is None for t in canvas.tasks):
+        return list(canvas.tasks)
+    return None

@@ -108,10 +108,9 @@ class Tick:
         return self._outcome("started", "buffered tick" if buffered else "")
 
     def _start(self) -> None:
-        if self.overlap == "terminate_other":
-            self.client.start_new(self.name, self.instance_id, self.input, if_live="terminate_existing")
-        else:
-            self.client.start_new(self.name, self.instance_id, self.input)
+        # The tick's task id is the request ID: a redelivered tick finds the run it started.
+        live = "terminate_existing" if self.overlap == "terminate_other" else "fail"
+        self.client.start_new(self.name, self.instance_id, self.input, if_live=live, request_id=self.token)
 
     def _refused(self, exc: InstanceAlreadyExists, poll: float, max_wait: float) -> dict[str, Any]:
         live = f"run {exc.run_id} is still {exc.runtime_status}"

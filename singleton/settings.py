@@ -19,6 +19,9 @@ class Settings:
             renews it every third of that while the step runs.
         max_connections: size of the per-process Redis connection pool.
         connection_wait: seconds a call waits for a free pooled connection.
+        max_countdown: the longest countdown a timer message is given, in seconds.
+            Keep it well below the Redis broker's visibility timeout: a message
+            held longer than that is delivered again. Longer waits hop.
     """
 
     key_prefix: str = "singleton"
@@ -26,6 +29,7 @@ class Settings:
     step_lease: float = 60.0
     max_connections: int = 50
     connection_wait: float = 10.0
+    max_countdown: float = 1800.0
 
     @classmethod
     def from_conf(cls, conf: Any) -> Settings:

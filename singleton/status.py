@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .errors import InvalidInstanceId
+from .errors import InvalidEventName, InvalidInstanceId
 
 MAX_INSTANCE_ID_LENGTH = 256
 _FORBIDDEN = re.compile(r"[/\\?#\x00-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class RuntimeStatus(enum.StrEnum):
@@ -20,6 +21,8 @@ class RuntimeStatus(enum.StrEnum):
 
     PENDING = "Pending"
     RUNNING = "Running"
+    SUSPENDED = "Suspended"
+    CONTINUED_AS_NEW = "ContinuedAsNew"
     COMPLETED = "Completed"
     FAILED = "Failed"
     TERMINATED = "Terminated"
@@ -35,7 +38,14 @@ class RuntimeStatus(enum.StrEnum):
         return not self.is_live
 
 
-LIVE_STATUSES = frozenset({RuntimeStatus.PENDING, RuntimeStatus.RUNNING})
+LIVE_STATUSES = frozenset(
+    {
+        RuntimeStatus.PENDING,
+        RuntimeStatus.RUNNING,
+        RuntimeStatus.SUSPENDED,
+        RuntimeStatus.CONTINUED_AS_NEW,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,19 @@ class OrchestrationStatus:
     created_time: datetime
     last_updated_time: datetime
     run_id: str
+    history: list[StepHistory] | None = None
+
+
+@dataclass(frozen=True)
+class StepHistory:
+    """One step of a run: which task, when it started and ended, and how."""
+
+    task_id: str
+    name: str
+    started: datetime
+    ended: datetime
+    outcome: str  # Completed, Failed or TimedOut (a wait that took its default)
+    result: Any
 
 
 def new_instance_id() -> str:
@@ -80,3 +103,21 @@ def validate_instance_id(instance_id: Any) -> str:
             instance_id, "it must not contain '/', '\\', '?', '#' or control characters"
         )
     return instance_id
+
+
+def validate_event_name(name: Any) -> str:
+    """Return the event name unchanged if it is 1-256 characters of printable text.
+
+    Raises:
+        InvalidEventName: it is not a string, is empty or too long, or contains a
+            control character.
+    """
+    if not isinstance(name, str) or not 1 <= len(name) <= MAX_INSTANCE_ID_LENGTH:
+        raise InvalidEventName(name, "it must be a string of 1 to 256 characters")
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        raise InvalidEventName(name, "it must be valid Unicode text") from None
+    if _CONTROL.search(name):
+        raise InvalidEventName(name, "it must not contain control characters")
+    return name

@@ -8,26 +8,41 @@ instance's shard, one hex digit of crc32(instance_id). The shard is the Redis Cl
 hash tag, so an instance's keys and the index entries a claim touches share a slot:
 
     <p>:{<s>}:i:<instance_id>      hash  the record: name, run, fence, status, input,
-                                         output, custom, created, updated (times in µs)
+                                         output, custom, created, updated (times in µs),
+                                         request (idempotency key), continuedby, and
+                                         while parked: park, parkvalue, waiting,
+                                         waittask, waitfinal, waitdefault
     <p>:{<s>}:steps:<instance_id>  hash  step markers of the live run, by task id:
                                          "run:<token>:<lease-until-µs>" while a delivery
-                                         runs the step, "done:<json result>" after it
+                                         runs the step, "done:<json result>" after it,
+                                         "parked" for a wait; "t:<task id>" holds
+                                         "<start µs>|<task name>" for the history
+    <p>:{<s>}:h:<instance_id>      list  the run's history: one JSON entry per step
+    <p>:{<s>}:ev:<instance_id>     hash  buffered events: name -> JSON array of payloads
     <p>:{<s>}:created              zset  listing index: instance_id -> created time (µs)
     <p>:{<s>}:expiring             zset  terminal records: instance_id -> expiry (µs)
     <p>:{<s>}:prev:<instance_id>   hash  the finished record a claim replaced, kept
                                          5 minutes so a failed publish can restore it
 
-Protocol. A claim refuses when the record's status is live; otherwise it replaces
-the record with a Pending run (new run id, fence = max(old + 1, now in µs), so the
-fence only grows, purges included). Every later write first compares the caller's
-run id with the record's and checks the status is live: that comparison is the fence.
-Terminal records get a TTL (the retention) and an entry in ``expiring``; each claim
-sweeps a few due entries out of the listing index.
+Every script receives all seven keys of its instance, in the order above (record,
+steps, created, expiring, prev, history, events), so each is one slot in a cluster.
+Event names are hash fields, never part of a key.
+
+Protocol. A claim refuses when the record's status is live (unless a start policy
+says otherwise, decided inside the same script); otherwise it replaces the record
+with a Pending run (new run id, fence = max(old + 1, now in µs), so the fence only
+grows, purges included). Every later write first compares the caller's run id with
+the record's and checks the status is live: that comparison is the fence. A parked
+run (suspended, or waiting for an event) keeps the signature to publish in ``park``;
+the script that unparks it hands it to exactly one caller. Terminal records get a
+TTL (the retention) and an entry in ``expiring``; each claim sweeps a few due
+entries out of the listing index.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -41,10 +56,12 @@ from .status import LIVE_STATUSES, RuntimeStatus
 SHARDS = 16
 # How long a claim keeps the finished record it replaced, for undo_claim.
 PREVIOUS_RECORD_TTL_MS = 300_000
+TERMINATED_BY_START = '"Terminated by a new start of the same ID (terminate_existing)."'
 _T = TypeVar("_T")
 
 _PRELUDE = """
 local LIVE = {LIVE_TABLE}
+local PARK_FIELDS = {'park', 'parkvalue', 'waiting', 'waittask', 'waitfinal', 'waitdefault'}
 local function now_us()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -54,142 +71,353 @@ local function is_current(inst, run)
   local cur = redis.call('HMGET', inst, 'run', 'status')
   return cur[1] == run and LIVE[cur[2]] ~= nil, cur[2]
 end
-local function finish(inst, steps, expiring, id, status, output, retention_us)
+-- Append one step's history entry, from the start time its begin_step noted.
+local function history(hist, steps, task_id, outcome, result)
+  local began = redis.call('HGET', steps, 't:' .. task_id)
+  if not began then return end
+  local sep = string.find(began, '|', 1, true)
+  redis.call('RPUSH', hist, cjson.encode({taskId = task_id, name = string.sub(began, sep + 1),
+    start = string.sub(began, 1, sep - 1), ['end'] = fmt(now_us()), outcome = outcome,
+    result = result}))
+end
+local function finish(k, id, status, output, retention_us)
   local now = now_us()
-  redis.call('HSET', inst, 'status', status, 'output', output, 'updated', fmt(now))
-  redis.call('PEXPIRE', inst, math.floor(retention_us / 1000))
-  redis.call('ZADD', expiring, fmt(now + retention_us), id)
-  redis.call('DEL', steps)
+  redis.call('HSET', k.inst, 'status', status, 'output', output, 'updated', fmt(now))
+  redis.call('HDEL', k.inst, unpack(PARK_FIELDS))
+  redis.call('PEXPIRE', k.inst, math.floor(retention_us / 1000))
+  redis.call('PEXPIRE', k.hist, math.floor(retention_us / 1000))
+  redis.call('ZADD', k.expiring, fmt(now + retention_us), id)
+  redis.call('DEL', k.steps, k.events)
+end
+-- Event buffers: one JSON array of raw JSON payloads per event name, oldest first.
+local function pop_event(events, name)
+  local raw = redis.call('HGET', events, name)
+  if not raw then return nil end
+  local queue = cjson.decode(raw)
+  local first = table.remove(queue, 1)
+  if #queue == 0 then redis.call('HDEL', events, name)
+  else redis.call('HSET', events, name, cjson.encode(queue)) end
+  return first
+end
+local function push_event(events, name, data)
+  local raw = redis.call('HGET', events, name)
+  local queue = raw and cjson.decode(raw) or {}
+  table.insert(queue, data)
+  redis.call('HSET', events, name, cjson.encode(queue))
+end
+-- Hand a waiting run its event (or its timeout default): the wait step is done with
+-- `value`; the caller publishes the parked rest of the chain, unless the wait was the
+-- last step (the run completes) or the run is suspended (resume publishes it later).
+local function take_wait(k, id, value, outcome, retention_us)
+  local w = redis.call('HMGET', k.inst, 'waittask', 'waitfinal', 'status', 'park')
+  history(k.hist, k.steps, w[1], outcome, value)
+  redis.call('HSET', k.steps, w[1], 'done:' .. value)
+  redis.call('HDEL', k.inst, 'waiting', 'waittask', 'waitfinal', 'waitdefault')
+  if w[2] == '1' then
+    finish(k, id, 'Completed', value, retention_us)
+    return {'completed', 'Completed'}
+  end
+  if w[3] == 'Suspended' then
+    redis.call('HSET', k.inst, 'parkvalue', value)
+    return {'held', w[3]}
+  end
+  redis.call('HDEL', k.inst, 'park', 'parkvalue')
+  redis.call('HSET', k.inst, 'updated', fmt(now_us()))
+  return {'release', w[3], w[4], value}
 end
 """.replace("LIVE_TABLE", ", ".join(f"{s.value} = true" for s in LIVE_STATUSES))
 
-# KEYS: inst, steps, created, expiring, prev. ARGV: id, name, run, input.
+# Every script names its keys in this order (a prefix of it): see Store._keys.
+_KEYS = """
+local k = {inst = KEYS[1], steps = KEYS[2], created = KEYS[3], expiring = KEYS[4],
+  prev = KEYS[5], hist = KEYS[6], events = KEYS[7]}
+"""
+
+# ARGV: id, name, run, input, if_live, if_finished, request_id, retention_us.
 _CLAIM = """
-local cur = redis.call('HMGET', KEYS[1], 'status', 'run', 'fence')
-if cur[1] and LIVE[cur[1]] then return {'refused', cur[1], cur[2]} end
+local cur = redis.call('HMGET', k.inst, 'status', 'run', 'fence', 'request')
+local status = cur[1]
+if status then
+  if ARGV[7] ~= '' and cur[4] == ARGV[7] then return {'existing', status, cur[2]} end
+  if LIVE[status] then
+    if ARGV[5] == 'use_existing' then return {'existing', status, cur[2]} end
+    if ARGV[5] ~= 'terminate_existing' then return {'refused', status, cur[2]} end
+    finish(k, ARGV[1], 'Terminated', TERMINATED_BY_START, tonumber(ARGV[8]))
+  elseif ARGV[6] == 'reject' or (ARGV[6] == 'allow_failed_only' and status == 'Completed') then
+    return {'rejected', status, cur[2]}
+  end
+end
 local now = now_us()
 local fence = math.max((tonumber(cur[3]) or 0) + 1, now)
-if cur[1] then
+if status then
   -- Keep the finished record server-side for a while, in case the publish fails.
-  redis.call('RESTORE', KEYS[5], PREV_TTL_MS, redis.call('DUMP', KEYS[1]), 'REPLACE')
+  redis.call('RESTORE', k.prev, PREV_TTL_MS, redis.call('DUMP', k.inst), 'REPLACE')
 else
-  redis.call('DEL', KEYS[5])
+  redis.call('DEL', k.prev)
 end
-redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('HSET', KEYS[1], 'name', ARGV[2], 'run', ARGV[3], 'fence', fmt(fence),
+redis.call('DEL', k.inst, k.steps, k.hist, k.events)
+redis.call('HSET', k.inst, 'name', ARGV[2], 'run', ARGV[3], 'fence', fmt(fence),
   'status', 'Pending', 'input', ARGV[4], 'created', fmt(now), 'updated', fmt(now))
-redis.call('ZADD', KEYS[3], fmt(now), ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
-local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', fmt(now), 'LIMIT', 0, 4)
+if ARGV[7] ~= '' then redis.call('HSET', k.inst, 'request', ARGV[7]) end
+redis.call('ZADD', k.created, fmt(now), ARGV[1])
+redis.call('ZREM', k.expiring, ARGV[1])
+local due = redis.call('ZRANGEBYSCORE', k.expiring, '-inf', fmt(now), 'LIMIT', 0, 4)
 for _, gone in ipairs(due) do
-  redis.call('ZREM', KEYS[4], gone)
-  redis.call('ZREM', KEYS[3], gone)
+  redis.call('ZREM', k.expiring, gone)
+  redis.call('ZREM', k.created, gone)
 end
 return {'claimed', fmt(fence)}
-""".replace("PREV_TTL_MS", str(PREVIOUS_RECORD_TTL_MS))
+""".replace("PREV_TTL_MS", str(PREVIOUS_RECORD_TTL_MS)).replace(
+    "TERMINATED_BY_START", repr(TERMINATED_BY_START)
+)
 
-# KEYS: inst, created, expiring, prev. ARGV: id, run, retention_us.
+# ARGV: id, run, retention_us.
 _UNDO_CLAIM = """
-local cur = redis.call('HMGET', KEYS[1], 'run', 'status', 'fence')
+local cur = redis.call('HMGET', k.inst, 'run', 'status', 'fence')
 if cur[1] ~= ARGV[2] or cur[2] ~= 'Pending' then return 0 end
-redis.call('DEL', KEYS[1])
-local previous = redis.call('DUMP', KEYS[4])
+redis.call('DEL', k.inst)
+local previous = redis.call('DUMP', k.prev)
 if not previous then
-  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZREM', k.created, ARGV[1])
   return 1
 end
-redis.call('RESTORE', KEYS[1], 0, previous)
-redis.call('DEL', KEYS[4])
-redis.call('HSET', KEYS[1], 'fence', cur[3])
-local prev = redis.call('HMGET', KEYS[1], 'created', 'updated')
-redis.call('ZADD', KEYS[2], prev[1], ARGV[1])
+redis.call('RESTORE', k.inst, 0, previous)
+redis.call('DEL', k.prev)
+redis.call('HSET', k.inst, 'fence', cur[3])
+local prev = redis.call('HMGET', k.inst, 'created', 'updated')
+redis.call('ZADD', k.created, prev[1], ARGV[1])
 local expires = tonumber(prev[2]) + tonumber(ARGV[3])
-redis.call('ZADD', KEYS[3], fmt(expires), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], math.max(1, math.floor((expires - now_us()) / 1000)))
+redis.call('ZADD', k.expiring, fmt(expires), ARGV[1])
+redis.call('PEXPIRE', k.inst, math.max(1, math.floor((expires - now_us()) / 1000)))
 return 1
 """
 
-# KEYS: inst, steps. ARGV: run, task_id, token, lease_us, retention_us.
+# ARGV: run, task_id, token, lease_us, retention_us, task name.
 _BEGIN_STEP = """
-local current, status = is_current(KEYS[1], ARGV[1])
-if not current then return {'stale', status or ''} end
+local cur = redis.call('HMGET', k.inst, 'run', 'status', 'continuedby')
+if cur[1] ~= ARGV[1] or not LIVE[cur[2]] then
+  -- The continue-as-new step that made the current run, redelivered before it
+  -- confirmed the new run's publish: it may publish again.
+  if cur[3] == ARGV[2] and cur[2] == 'ContinuedAsNew' then return {'continued', cur[1]} end
+  return {'stale', cur[2] or ''}
+end
+if cur[2] == 'Suspended' then return {'suspended', cur[2]} end
 local now = now_us()
-local step = redis.call('HGET', KEYS[2], ARGV[2])
+local step = redis.call('HGET', k.steps, ARGV[2])
 if step then
   if string.sub(step, 1, 5) == 'done:' then return {'done', string.sub(step, 6)} end
+  if step == 'parked' then return {'parked', cur[2]} end
   local lease_until = tonumber(string.match(step, ':(%d+)$'))
   if lease_until > now then return {'busy', fmt(lease_until - now)} end
 end
-redis.call('HSET', KEYS[2], ARGV[2], 'run:' .. ARGV[3] .. ':' .. fmt(now + tonumber(ARGV[4])))
-redis.call('PEXPIRE', KEYS[2], math.floor(tonumber(ARGV[5]) / 1000))
-if status == 'Pending' then
-  redis.call('HSET', KEYS[1], 'status', 'Running', 'updated', fmt(now))
+redis.call('HSET', k.steps, ARGV[2], 'run:' .. ARGV[3] .. ':' .. fmt(now + tonumber(ARGV[4])),
+  't:' .. ARGV[2], fmt(now) .. '|' .. ARGV[6])
+redis.call('PEXPIRE', k.steps, math.floor(tonumber(ARGV[5]) / 1000))
+if cur[2] ~= 'Running' then
+  redis.call('HSET', k.inst, 'status', 'Running', 'updated', fmt(now))
 else
-  redis.call('HSET', KEYS[1], 'updated', fmt(now))
+  redis.call('HSET', k.inst, 'updated', fmt(now))
 end
-return {'run', status}
+return {'run', cur[2]}
 """
 
-# KEYS: inst, steps. ARGV: run, task_id, token, action ('done'|'renew'|'release'), value.
+# ARGV: run, task_id, token, action ('done'|'renew'|'release'), value.
 _STEP_MARK = """
-if not is_current(KEYS[1], ARGV[1]) then return 0 end
-local step = redis.call('HGET', KEYS[2], ARGV[2])
+if not is_current(k.inst, ARGV[1]) then return 0 end
+local step = redis.call('HGET', k.steps, ARGV[2])
 local mine = 'run:' .. ARGV[3] .. ':'
 if not step or string.sub(step, 1, #mine) ~= mine then return 0 end
 if ARGV[4] == 'done' then
-  redis.call('HSET', KEYS[2], ARGV[2], 'done:' .. ARGV[5])
+  history(k.hist, k.steps, ARGV[2], 'Completed', ARGV[5])
+  redis.call('HSET', k.steps, ARGV[2], 'done:' .. ARGV[5])
 elseif ARGV[4] == 'renew' then
-  redis.call('HSET', KEYS[2], ARGV[2], mine .. fmt(now_us() + tonumber(ARGV[5])))
+  redis.call('HSET', k.steps, ARGV[2], mine .. fmt(now_us() + tonumber(ARGV[5])))
 else
-  redis.call('HDEL', KEYS[2], ARGV[2])
+  redis.call('HDEL', k.steps, ARGV[2], 't:' .. ARGV[2])
 end
 return 1
 """
 
-# KEYS: inst, steps, expiring. ARGV: id, run, status, output, retention_us.
+# ARGV: id, run, status, output, retention_us, task_id of the step that ended it ('' if none).
 _END_RUN = """
-if not is_current(KEYS[1], ARGV[2]) then return 0 end
-finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[3], ARGV[4], tonumber(ARGV[5]))
+if not is_current(k.inst, ARGV[2]) then return 0 end
+if ARGV[6] ~= '' then history(k.hist, k.steps, ARGV[6], ARGV[3], ARGV[4]) end
+finish(k, ARGV[1], ARGV[3], ARGV[4], tonumber(ARGV[5]))
 return 1
 """
 
-# KEYS: inst, steps, expiring. ARGV: id, reason, retention_us.
+# ARGV: id, reason, retention_us.
 _TERMINATE = """
-local status = redis.call('HGET', KEYS[1], 'status')
+local status = redis.call('HGET', k.inst, 'status')
 if not status then return {'missing', ''} end
 if not LIVE[status] then return {'terminal', status} end
-finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], 'Terminated', ARGV[2], tonumber(ARGV[3]))
+finish(k, ARGV[1], 'Terminated', ARGV[2], tonumber(ARGV[3]))
 return {'ok', status}
 """
 
-# KEYS: inst, steps, created, expiring. ARGV: id.
+# ARGV: id.
 _PURGE = """
-local status = redis.call('HGET', KEYS[1], 'status')
+local status = redis.call('HGET', k.inst, 'status')
 if status and LIVE[status] then return {'live', status} end
-redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('DEL', k.inst, k.steps, k.hist, k.events)
+redis.call('ZREM', k.created, ARGV[1])
+redis.call('ZREM', k.expiring, ARGV[1])
 if not status then return {'missing', ''} end
 return {'ok', status}
+"""
+
+# ARGV: none.
+_SUSPEND = """
+local status = redis.call('HGET', k.inst, 'status')
+if not status then return {'missing', ''} end
+if not LIVE[status] then return {'terminal', status} end
+if status == 'Suspended' then return {'conflict', status} end
+redis.call('HSET', k.inst, 'status', 'Suspended', 'updated', fmt(now_us()))
+return {'ok', status}
+"""
+
+# ARGV: none. A parked delivery that no longer waits for an event is handed back.
+_RESUME = """
+local cur = redis.call('HMGET', k.inst, 'status', 'park', 'parkvalue', 'waiting')
+if not cur[1] then return {'missing', ''} end
+if not LIVE[cur[1]] then return {'terminal', cur[1]} end
+if cur[1] ~= 'Suspended' then return {'conflict', cur[1]} end
+redis.call('HSET', k.inst, 'status', 'Running', 'updated', fmt(now_us()))
+if cur[2] and not cur[4] then
+  redis.call('HDEL', k.inst, 'park', 'parkvalue')
+  return {'release', cur[1], cur[2], cur[3] or ''}
+end
+return {'ok', cur[1]}
+"""
+
+# ARGV: run, task_id, kind ('suspend'|'event'), park json, event name, default json
+#       ('' for none), '1' if the wait is the run's last step.
+_PARK = """
+local current, status = is_current(k.inst, ARGV[1])
+if not current then return {'stale', status or ''} end
+if ARGV[3] == 'suspend' then
+  if status ~= 'Suspended' then return {'resumed', status} end
+  redis.call('HSET', k.inst, 'park', ARGV[4])
+  redis.call('HDEL', k.steps, ARGV[2], 't:' .. ARGV[2])
+  return {'parked', status}
+end
+local buffered = pop_event(k.events, ARGV[5])
+if buffered then
+  history(k.hist, k.steps, ARGV[2], 'Completed', buffered)
+  redis.call('HSET', k.steps, ARGV[2], 'done:' .. buffered)
+  return {'event', buffered}
+end
+redis.call('HSET', k.inst, 'park', ARGV[4], 'waiting', ARGV[5], 'waittask', ARGV[2],
+  'waitfinal', ARGV[7], 'updated', fmt(now_us()))
+if ARGV[6] ~= '' then redis.call('HSET', k.inst, 'waitdefault', ARGV[6]) end
+redis.call('HSET', k.steps, ARGV[2], 'parked')
+return {'parked', status}
+"""
+
+# ARGV: id, event name, data json, retention_us.
+_RAISE_EVENT = """
+local cur = redis.call('HMGET', k.inst, 'status', 'waiting')
+if not cur[1] then return {'missing', ''} end
+if not LIVE[cur[1]] then return {'terminal', cur[1]} end
+if cur[2] ~= ARGV[2] then
+  push_event(k.events, ARGV[2], ARGV[3])
+  return {'buffered', cur[1]}
+end
+-- First in, first out: an older buffered event of this name goes first.
+local value = pop_event(k.events, ARGV[2])
+if value then push_event(k.events, ARGV[2], ARGV[3]) else value = ARGV[3] end
+return take_wait(k, ARGV[1], value, 'Completed', tonumber(ARGV[4]))
+"""
+
+# ARGV: id, run, wait task_id, retention_us, failure output.
+_EVENT_TIMEOUT = """
+local cur = redis.call('HMGET', k.inst, 'run', 'status', 'waittask', 'waitdefault')
+if cur[1] ~= ARGV[2] or not LIVE[cur[2]] or cur[3] ~= ARGV[3] then return {'stale', cur[2] or ''} end
+if not cur[4] then
+  history(k.hist, k.steps, ARGV[3], 'Failed', ARGV[5])
+  finish(k, ARGV[1], 'Failed', ARGV[5], tonumber(ARGV[4]))
+  return {'failed', 'Failed'}
+end
+return take_wait(k, ARGV[1], cur[4], 'TimedOut', tonumber(ARGV[4]))
+"""
+
+# ARGV: run, park json, value json. Puts a release whose publish failed back, as a
+# suspended run holding its value: resume publishes it again.
+_REPARK = """
+if not is_current(k.inst, ARGV[1]) then return 0 end
+redis.call('HSET', k.inst, 'status', 'Suspended', 'park', ARGV[2], 'parkvalue', ARGV[3],
+  'updated', fmt(now_us()))
+return 1
+"""
+
+# ARGV: run, custom status json.
+_SET_CUSTOM = """
+if not is_current(k.inst, ARGV[1]) then return 0 end
+redis.call('HSET', k.inst, 'custom', ARGV[2], 'updated', fmt(now_us()))
+return 1
+"""
+
+# ARGV: run, new run, new input, task_id of the continue-as-new step.
+_CONTINUE = """
+local cur = redis.call('HMGET', k.inst, 'run', 'status', 'fence')
+if cur[1] ~= ARGV[1] or not LIVE[cur[2]] then return 0 end
+local now = now_us()
+local fence = math.max(tonumber(cur[3]) + 1, now)
+redis.call('HSET', k.inst, 'run', ARGV[2], 'fence', fmt(fence), 'status', 'ContinuedAsNew',
+  'input', ARGV[3], 'continuedby', ARGV[4], 'updated', fmt(now))
+redis.call('HDEL', k.inst, unpack(PARK_FIELDS))
+redis.call('DEL', k.steps, k.hist)
+return 1
+"""
+
+# ARGV: run. The new run of a continue-as-new is published: it reads Running.
+_CONTINUED = """
+local cur = redis.call('HMGET', k.inst, 'run', 'status')
+if cur[1] ~= ARGV[1] or cur[2] ~= 'ContinuedAsNew' then return 0 end
+redis.call('HSET', k.inst, 'status', 'Running', 'updated', fmt(now_us()))
+return 1
 """
 
 
 @dataclass(frozen=True)
 class ClaimResult:
-    """What a claim found: either our new run, or the live run that refused us."""
+    """What a claim found: our new run, or the run that kept the ID (and why).
 
-    claimed: bool
+    ``outcome`` is 'claimed', 'refused' (a live run holds the ID), 'existing' (the
+    start answers with the run on record: same request ID, or use_existing) or
+    'rejected' (a finished run is on record and the policy forbids a new one).
+    """
+
+    outcome: str
     status: RuntimeStatus
     run_id: str
     fence: int = 0
 
+    @property
+    def claimed(self) -> bool:
+        """Return True if this start made a new run."""
+        return self.outcome == "claimed"
+
 
 @dataclass(frozen=True)
 class StepGate:
-    """The gate's verdict for one delivery of one step: run, stale, done or busy."""
+    """The gate's verdict for one delivery of one step.
+
+    ``outcome``: run, stale, done, busy, parked, suspended or continued.
+    """
 
     outcome: str
     detail: str
+
+
+@dataclass(frozen=True)
+class Release:
+    """What an event, timeout or resume did: ``outcome`` and, to publish, park and value."""
+
+    outcome: str
+    status: str
+    park: str = ""
+    value: str = ""
 
 
 def _unavailable(fn: Callable[..., _T]) -> Callable[..., _T]:
@@ -209,6 +437,10 @@ def _text(value: bytes | str | None) -> str:
     return "" if value is None else value
 
 
+def _release(reply: list[Any]) -> Release:
+    return Release(*(_text(v) for v in reply))
+
+
 class Store:
     """The instance records in Redis, reached only through atomic scripts."""
 
@@ -225,58 +457,74 @@ class Store:
         self._redis = client
         self._prefix = prefix
         self._retention_us = int(retention_s * 1_000_000)
-        self._claim = self._script(_CLAIM)
-        self._undo_claim = self._script(_UNDO_CLAIM)
-        self._begin_step = self._script(_BEGIN_STEP)
-        self._step_mark = self._script(_STEP_MARK)
-        self._end_run = self._script(_END_RUN)
-        self._terminate = self._script(_TERMINATE)
-        self._purge = self._script(_PURGE)
+        scripts = {
+            "claim": _CLAIM, "undo_claim": _UNDO_CLAIM, "begin_step": _BEGIN_STEP,
+            "step_mark": _STEP_MARK, "end_run": _END_RUN, "terminate": _TERMINATE,
+            "purge": _PURGE, "suspend": _SUSPEND, "resume": _RESUME, "park": _PARK,
+            "raise_event": _RAISE_EVENT, "event_timeout": _EVENT_TIMEOUT, "repark": _REPARK,
+            "set_custom": _SET_CUSTOM, "continue": _CONTINUE, "continued": _CONTINUED,
+        }
+        self._scripts = {name: client.register_script(_PRELUDE + _KEYS + body)
+                         for name, body in scripts.items()}
 
-    def _script(self, body: str) -> Any:
-        return self._redis.register_script(_PRELUDE + body)
+    def _run(self, script: str, instance_id: str, args: list[Any], client: Any = None) -> Any:
+        return self._scripts[script](self._keys(instance_id), args, client=client)
 
     # -- keys -------------------------------------------------------------------
     def _shard_of(self, instance_id: str) -> str:
         return f"{self._prefix}:{{{zlib.crc32(instance_id.encode()) % SHARDS:x}}}"
 
-    def _keys(self, instance_id: str, *names: str) -> list[str]:
+    def _keys(self, instance_id: str) -> list[str]:
+        # The order every script's _KEYS prelude expects.
         shard = self._shard_of(instance_id)
-        per_instance = {
-            "inst": f"{shard}:i:{instance_id}",
-            "steps": f"{shard}:steps:{instance_id}",
-            "prev": f"{shard}:prev:{instance_id}",
-        }
-        return [per_instance.get(name) or f"{shard}:{name}" for name in names]
+        return [
+            f"{shard}:i:{instance_id}",
+            f"{shard}:steps:{instance_id}",
+            f"{shard}:created",
+            f"{shard}:expiring",
+            f"{shard}:prev:{instance_id}",
+            f"{shard}:h:{instance_id}",
+            f"{shard}:ev:{instance_id}",
+        ]
 
     def _shard_keys(self, name: str) -> list[str]:
         return [f"{self._prefix}:{{{n:x}}}:{name}" for n in range(SHARDS)]
 
     # -- claims -----------------------------------------------------------------
     @_unavailable
-    def claim(self, instance_id: str, name: str, run_id: str, input_json: str) -> ClaimResult:
-        """Claim the ID for a new Pending run unless a live run holds it (one round trip)."""
-        keys = self._keys(instance_id, "inst", "steps", "created", "expiring", "prev")
-        reply = [_text(v) for v in self._claim(keys, [instance_id, name, run_id, input_json])]
-        if reply[0] == "refused":
-            return ClaimResult(False, RuntimeStatus(reply[1]), reply[2])
-        return ClaimResult(True, RuntimeStatus.PENDING, run_id, int(reply[1]))
+    def claim(
+        self,
+        instance_id: str,
+        name: str,
+        run_id: str,
+        input_json: str,
+        *,
+        if_live: str = "fail",
+        if_finished: str = "allow",
+        request_id: str = "",
+    ) -> ClaimResult:
+        """Claim the ID for a new Pending run as the policies allow (one round trip)."""
+        args = [instance_id, name, run_id, input_json, if_live, if_finished, request_id,
+                self._retention_us]
+        reply = [_text(v) for v in self._run("claim", instance_id, args)]
+        if reply[0] == "claimed":
+            return ClaimResult("claimed", RuntimeStatus.PENDING, run_id, int(reply[1]))
+        return ClaimResult(reply[0], RuntimeStatus(reply[1]), reply[2])
 
     @_unavailable
     def undo_claim(self, instance_id: str, claim: ClaimResult) -> bool:
         """Give the ID back after a failed publish, restoring the record it replaced."""
-        keys = self._keys(instance_id, "inst", "created", "expiring", "prev")
-        return bool(self._undo_claim(keys, [instance_id, claim.run_id, self._retention_us]))
+        args = [instance_id, claim.run_id, self._retention_us]
+        return bool(self._run("undo_claim", instance_id, args))
 
     # -- steps ------------------------------------------------------------------
     @_unavailable
     def begin_step(
-        self, instance_id: str, run_id: str, task_id: str, token: str, lease_s: float
+        self, instance_id: str, run_id: str, task_id: str, token: str, lease_s: float, name: str = ""
     ) -> StepGate:
         """Decide whether this delivery of a step may run user code, and take its lease."""
-        keys = self._keys(instance_id, "inst", "steps")
-        args = [run_id, task_id, token, int(lease_s * 1_000_000), self._retention_us]
-        outcome, detail = (_text(v) for v in self._begin_step(keys, args))
+        args = [run_id, task_id, token, int(lease_s * 1_000_000), self._retention_us, name]
+        outcome, detail = (_text(v) for v in self._run("begin_step", instance_id, args))
         return StepGate(outcome, detail)
 
     @_unavailable
@@ -284,29 +532,50 @@ class Store:
         self, instance_id: str, run_id: str, task_id: str, token: str, action: str, value: Any = ""
     ) -> bool:
         """Record a step's result ('done'), extend its lease ('renew') or drop it ('release')."""
-        keys = self._keys(instance_id, "inst", "steps")
-        return bool(self._step_mark(keys, [run_id, task_id, token, action, value]))
+        args = [run_id, task_id, token, action, value]
+        return bool(self._run("step_mark", instance_id, args))
+
+    @_unavailable
+    def park(
+        self,
+        instance_id: str,
+        run_id: str,
+        task_id: str,
+        park_json: str,
+        *,
+        event: str = "",
+        default_json: str = "",
+        final: bool = False,
+    ) -> StepGate:
+        """Park a delivery: for a suspended run (no event), or to wait for `event`.
+
+        Returns 'parked', 'stale', 'resumed' (no longer suspended: run the step) or
+        'event' with a buffered event's JSON (the wait is over at once).
+        """
+        kind = "event" if event else "suspend"
+        args = [run_id, task_id, kind, park_json, event, default_json, "1" if final else ""]
+        outcome, detail = (_text(v) for v in self._run("park", instance_id, args))
+        return StepGate(outcome, detail)
 
     # -- endings ----------------------------------------------------------------
     @_unavailable
-    def end_run(self, instance_id: str, run_id: str, status: RuntimeStatus, output: str) -> bool:
+    def end_run(
+        self, instance_id: str, run_id: str, status: RuntimeStatus, output: str, task_id: str = ""
+    ) -> bool:
         """Move the run to a terminal status if it is still the current, live run."""
-        keys = self._keys(instance_id, "inst", "steps", "expiring")
-        args = [instance_id, run_id, status.value, output, self._retention_us]
-        return bool(self._end_run(keys, args))
+        args = [instance_id, run_id, status.value, output, self._retention_us, task_id]
+        return bool(self._run("end_run", instance_id, args))
 
     @_unavailable
     def terminate(self, instance_id: str, reason_json: str) -> tuple[str, str]:
         """Terminate whatever run is live; returns (outcome, status it found)."""
-        keys = self._keys(instance_id, "inst", "steps", "expiring")
-        reply = self._terminate(keys, [instance_id, reason_json, self._retention_us])
+        reply = self._run("terminate", instance_id, [instance_id, reason_json, self._retention_us])
         return _text(reply[0]), _text(reply[1])
 
     @_unavailable
     def purge(self, instance_id: str) -> tuple[str, str]:
         """Delete a terminal record; returns (outcome, status it found)."""
-        keys = self._keys(instance_id, "inst", "steps", "created", "expiring")
-        reply = self._purge(keys, [instance_id])
+        reply = self._run("purge", instance_id, [instance_id])
         return _text(reply[0]), _text(reply[1])
 
     @_unavailable
@@ -314,9 +583,55 @@ class Store:
         """Delete several terminal records in one round trip; return how many went."""
         pipe = self._redis.pipeline(transaction=False)
         for instance_id in instance_ids:
-            keys = self._keys(instance_id, "inst", "steps", "created", "expiring")
-            self._purge(keys, [instance_id], client=pipe)
+            self._run("purge", instance_id, [instance_id], client=pipe)
         return sum(_text(reply[0]) == "ok" for reply in pipe.execute())
+
+    # -- suspend, resume, events --------------------------------------------------
+    @_unavailable
+    def suspend(self, instance_id: str) -> tuple[str, str]:
+        """Suspend the live run; returns (outcome, status it found)."""
+        reply = self._run("suspend", instance_id, [])
+        return _text(reply[0]), _text(reply[1])
+
+    @_unavailable
+    def resume(self, instance_id: str) -> Release:
+        """Resume a suspended run; a parked delivery comes back to be published."""
+        return _release(self._run("resume", instance_id, []))
+
+    @_unavailable
+    def raise_event(self, instance_id: str, name: str, data_json: str) -> Release:
+        """Hand an event to the run waiting for it, or buffer it in order."""
+        args = [instance_id, name, data_json, self._retention_us]
+        return _release(self._run("raise_event", instance_id, args))
+
+    @_unavailable
+    def event_timeout(self, instance_id: str, run_id: str, task_id: str, failure_json: str) -> Release:
+        """End a wait that is still waiting: fail the run, or hand it its default."""
+        args = [instance_id, run_id, task_id, self._retention_us, failure_json]
+        return _release(self._run("event_timeout", instance_id, args))
+
+    @_unavailable
+    def repark(self, instance_id: str, run_id: str, park_json: str, value_json: str) -> bool:
+        """Keep a release whose publish failed: the run waits, Suspended, for resume."""
+        return bool(self._run("repark", instance_id, [run_id, park_json, value_json]))
+
+    # -- inside a run -----------------------------------------------------------
+    @_unavailable
+    def set_custom_status(self, instance_id: str, run_id: str, value_json: str) -> bool:
+        """Set the run's custom status if it is still the current, live run."""
+        return bool(self._run("set_custom", instance_id, [run_id, value_json]))
+
+    @_unavailable
+    def continue_as_new(self, instance_id: str, run_id: str, new_run_id: str, input_json: str,
+                        task_id: str) -> bool:
+        """Move the ID from the current run to a new one (ContinuedAsNew), never freeing it."""
+        args = [run_id, new_run_id, input_json, task_id]
+        return bool(self._run("continue", instance_id, args))
+
+    @_unavailable
+    def continued(self, instance_id: str, new_run_id: str) -> bool:
+        """Mark a continued run as published: ContinuedAsNew becomes Running."""
+        return bool(self._run("continued", instance_id, [new_run_id]))
 
     # -- reads ------------------------------------------------------------------
     def read(self, instance_id: str) -> dict[str, str] | None:
@@ -328,9 +643,15 @@ class Store:
         """Return the records of several instances in one round trip."""
         pipe = self._redis.pipeline(transaction=False)
         for instance_id in instance_ids:
-            pipe.hgetall(self._keys(instance_id, "inst")[0])
+            pipe.hgetall(self._keys(instance_id)[0])
         rows = pipe.execute()
         return [{_text(k): _text(v) for k, v in row.items()} or None for row in rows]
+
+    @_unavailable
+    def read_history(self, instance_id: str) -> list[dict[str, str]]:
+        """Return the current run's step history, oldest first."""
+        rows = self._redis.lrange(self._keys(instance_id)[5], 0, -1)
+        return [json.loads(_text(row)) for row in rows]
 
     @_unavailable
     def index_page(

@@ -19,10 +19,11 @@ from typing import Any
 import redis
 from celery import Celery, Task
 from celery.exceptions import Ignore
-from celery.signals import task_revoked
+from celery.signals import task_failure, task_revoked
+from celery.worker.request import Request
 from kombu.utils.json import dumps, loads
 
-from .runs import COMPLETE_TASK, FAIL_TASK, RunIdentity
+from .runs import COMPLETE_TASK, RunIdentity
 from .settings import Settings
 from .status import RuntimeStatus
 from .store import Store
@@ -115,12 +116,27 @@ class Heartbeat:
                     logger.warning("Could not renew the lease of step %s", lease.task_id)
 
 
+class SingletonRequest(Request):
+    """The worker's request for a singleton step: fails the run on a hard time limit."""
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        # Celery fires task_failure for a hard time limit from the main process without
+        # the task's request on the stack; push it so the handler can read the stamps.
+        self.task.request_stack.push(self._context)
+        try:
+            super().on_timeout(soft, timeout)
+        finally:
+            self.task.request_stack.pop()
+
+
 class SingletonTask(Task):
     """Base task class that runs a step only if its run is current and live.
 
     Use it as the app's task class: ``Celery(..., task_cls=SingletonTask)``. Tasks
     called outside an orchestration run (no stamps) behave like plain Celery tasks.
     """
+
+    Request = SingletonRequest
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         identity = RunIdentity.from_request(self.request)
@@ -132,12 +148,14 @@ class SingletonTask(Task):
         rt = runtime(self.app)
         lease = Lease(rt.store, identity, self.request.id)
         gate = rt.store.begin_step(
-            identity.instance_id, identity.run_id, lease.task_id, lease.token, rt.settings.step_lease
+            identity.instance_id, identity.run_id, lease.task_id, lease.token,
+            rt.settings.step_lease, self.name,
         )
-        if gate.outcome == "stale":
+        if gate.outcome in ("stale", "parked"):
             logger.info(
-                "Skipping %s[%s]: run %s of instance %r is not the current live run (%s).",
-                self.name, lease.task_id, identity.run_id, identity.instance_id, gate.detail,
+                "Skipping %s[%s]: run %s of instance %r is not running this step (%s %s).",
+                self.name, lease.task_id, identity.run_id, identity.instance_id,
+                gate.outcome, gate.detail,
             )
             raise Ignore()
         if gate.outcome == "done":
@@ -148,6 +166,15 @@ class SingletonTask(Task):
             # Another delivery holds the lease; come back when it would have expired.
             countdown = int(gate.detail) / 1_000_000 + 0.5
             raise self.retry(countdown=countdown, max_retries=self.request.retries + 1)
+        if gate.outcome == "suspended":
+            return self._park_suspended(rt, identity, args, kwargs)
+        if gate.outcome == "continued":
+            return self.on_continued(identity, gate.detail, kwargs)
+        return self._run_leased(rt, identity, lease, args, kwargs)
+
+    def _run_leased(
+        self, rt: Runtime, identity: RunIdentity, lease: Lease, args: tuple, kwargs: dict
+    ) -> Any:
         self.request.singleton_lease = lease  # for on_replace
         with rt.heartbeat.keep(lease):
             try:
@@ -158,10 +185,29 @@ class SingletonTask(Task):
         if identity.is_final(lease.task_id):
             # The last step's result is the run's output: this ends the run (and drops
             # its step markers), so a redelivery of this step finds the run finished.
-            rt.store.end_run(identity.instance_id, identity.run_id, RuntimeStatus.COMPLETED, dumps(result))
+            rt.store.end_run(
+                identity.instance_id, identity.run_id, RuntimeStatus.COMPLETED, dumps(result),
+                lease.task_id,
+            )
         else:
             lease.mark("done", dumps(result))
         return result
+
+    def _park_suspended(self, rt: Runtime, identity: RunIdentity, args: tuple, kwargs: dict) -> Any:
+        # The run is suspended: keep this delivery (with the rest of its chain) in the
+        # record instead of running it; resume publishes it again, same task id.
+        sig = self.signature_from_request(self.request, args, kwargs)
+        park = dumps({"kind": "suspend", "run": identity.run_id, "sig": dict(sig)})
+        gate = rt.store.park(identity.instance_id, identity.run_id, self.request.id, park)
+        if gate.outcome == "resumed":
+            return self._run_step(identity, args, kwargs)
+        logger.info("Parked %s[%s]: instance %r is suspended.", self.name, self.request.id,
+                    identity.instance_id)
+        raise Ignore()
+
+    def on_continued(self, identity: RunIdentity, new_run: str, kwargs: dict) -> Any:
+        """Handle a redelivered step whose run was continued as new by this very step."""
+        raise Ignore()
 
     def on_replace(self, sig: Any) -> Any:
         """Stamp a replacement with this step's run, and hand it this step's lease.
@@ -189,7 +235,9 @@ def _fail(app: Celery, request: Any, exc: BaseException) -> None:
     if identity is None:
         return
     output = dumps(f"{type(exc).__name__}: {exc}")
-    runtime(app).store.end_run(identity.instance_id, identity.run_id, RuntimeStatus.FAILED, output)
+    runtime(app).store.end_run(
+        identity.instance_id, identity.run_id, RuntimeStatus.FAILED, output, request.id or ""
+    )
 
 
 def init_app(app: Celery) -> None:
@@ -202,11 +250,13 @@ def init_app(app: Celery) -> None:
     def complete(self: Task, result: Any) -> None:
         _complete(self, result)
 
-    @app.task(name=FAIL_TASK)
-    def fail(request: Any, exc: BaseException, traceback: Any) -> None:
-        # Celery calls a three-argument errback in-process, also from the worker's main
-        # process when a pool child was lost or hit its hard time limit.
-        _fail(app, request, exc)
+    def on_failure(sender: Any = None, exception: BaseException | None = None, **_: Any) -> None:
+        # Celery sends task_failure once per final failure of a task: from the pool child
+        # when the step raised, and from the worker's main process (request on the stack)
+        # when the child was lost or hit its hard time limit. Retries are not failures.
+        if sender is None or sender.app is not app:
+            return
+        _fail(app, sender.request, exception)
 
     def on_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
         if sender is None or sender.app is not app:
@@ -217,6 +267,10 @@ def init_app(app: Celery) -> None:
                 identity.instance_id, identity.run_id, RuntimeStatus.TERMINATED, dumps("revoked")
             )
 
+    from . import durable  # it builds on this module
+
+    durable.register(app)
+    task_failure.connect(on_failure, weak=False)
     task_revoked.connect(on_revoked, weak=False)
 
     # Operations (issue 5): the beat/Flower starter task, and run-labelled log records.

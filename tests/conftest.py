@@ -23,6 +23,7 @@ TEST_ENV = {
     "SINGLETON_VISIBILITY_TIMEOUT": "6",
     "BROKER_RESTORE_INTERVAL": "1",
     "SINGLETON_KEY_PREFIX": "singleton-test",
+    "SINGLETON_MAX_COUNTDOWN": "3",
 }
 
 
@@ -61,6 +62,10 @@ def app():
     import tests.probe  # noqa: F401  (the probe orchestrators)
     from proj import app
 
+    # Importing proj must not have read the configuration before REDIS_URL was set:
+    # the tests would then talk to the machine's own Redis.
+    assert app.conf.broker_url == os.environ["REDIS_URL"], app.conf.broker_url
+    assert app.conf.singleton_key_prefix == TEST_ENV["SINGLETON_KEY_PREFIX"]
     return app
 
 

@@ -110,6 +110,8 @@ def test_new_instance_id_differs_on_every_call() -> None:
     [
         (RuntimeStatus.PENDING, True),
         (RuntimeStatus.RUNNING, True),
+        (RuntimeStatus.SUSPENDED, True),
+        (RuntimeStatus.CONTINUED_AS_NEW, True),
         (RuntimeStatus.COMPLETED, False),
         (RuntimeStatus.FAILED, False),
         (RuntimeStatus.TERMINATED, False),
@@ -121,5 +123,7 @@ def test_runtime_status_is_live_exactly_when_not_terminal(status: RuntimeStatus,
 
 
 def test_runtime_status_values_are_the_durable_functions_names() -> None:
-    assert [s.value for s in RuntimeStatus] == ["Pending", "Running", "Completed", "Failed", "Terminated"]
+    assert [s.value for s in RuntimeStatus] == [
+        "Pending", "Running", "Suspended", "ContinuedAsNew", "Completed", "Failed", "Terminated"
+    ]
     assert RuntimeStatus("Running") is RuntimeStatus.RUNNING

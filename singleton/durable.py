@@ -1,0 +1,249 @@
+"""Durable features inside a run: external events, continue-as-new, custom status, timers.
+
+``wait_for_external_event`` and ``continue_as_new`` return signatures to put in an
+orchestrator's canvas; ``set_custom_status`` is called from inside a step. A waiting
+run holds no worker slot: the wait step parks the rest of its chain in the record and
+stops (``Ignore``); ``raise_event`` takes it back out (one script) and publishes it.
+Timers (event timeouts, delays between eternal cycles) are countdown messages that
+hop in steps shorter than the broker's visibility timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from celery import Celery, Task, current_task
+from celery.canvas import Signature, signature
+from celery.exceptions import Ignore
+from kombu.utils.json import dumps, loads
+
+from .errors import InvalidInput, NotInRun, ServiceUnavailable
+from .orchestrator import get_orchestrator
+from .runs import RunIdentity, run_canvas
+from .status import RuntimeStatus, validate_event_name
+from .store import Release
+from .worker import SingletonTask, runtime
+
+logger = logging.getLogger(__name__)
+
+WAIT_TASK = "singleton.wait_for_external_event"
+CONTINUE_TASK = "singleton.continue_as_new"
+TIMER_TASK = "singleton.timer"
+
+
+# -- canvas steps -----------------------------------------------------------------
+def wait_for_external_event(name: str, *, timeout: float | None = None, **default: Any) -> Signature:
+    """Return a step that parks the run until event `name` arrives; its data is the result.
+
+    Args:
+        name: the event name (1-256 characters, no control characters).
+        timeout: seconds to wait; None waits for ever.
+        default: ``default=<value>`` to continue with that value when the timeout
+            passes; without it, a timeout fails the run ("EventTimeout: ...").
+
+    Returns:
+        An immutable signature: the previous step's result is not its input.
+    """
+    validate_event_name(name)
+    if timeout is not None and not timeout > 0:
+        raise ValueError("timeout must be a positive number of seconds")
+    if set(default) - {"default"}:
+        raise TypeError(f"unexpected keyword arguments {sorted(set(default) - {'default'})}")
+    options = {"name": name, "timeout": timeout, "has_default": "default" in default,
+               "default": default.get("default")}
+    return signature(WAIT_TASK, kwargs=options, immutable=True)
+
+
+def continue_as_new(*input: Any, delay: float = 0) -> Signature:
+    """Return a last step that restarts the instance as a new run, without freeing its ID.
+
+    ``continue_as_new(value)`` gives the new run that input; ``continue_as_new()``
+    gives it the previous step's result. The new run's canvas is published after
+    `delay` seconds (a countdown, not a sleeping worker).
+    """
+    if len(input) > 1:
+        raise TypeError("continue_as_new takes at most one input")
+    if delay < 0:
+        raise ValueError("delay must not be negative")
+    options = {"delay": delay, "has_input": bool(input), "input": input[0] if input else None}
+    return signature(CONTINUE_TASK, kwargs=options, immutable=bool(input))
+
+
+def set_custom_status(value: Any) -> bool:
+    """Set the current run's custom status (any JSON value) from inside a step.
+
+    Returns:
+        False if the run is no longer the instance's current, live run.
+
+    Raises:
+        NotInRun: called outside a step of an orchestration run.
+    """
+    task = current_task
+    identity = RunIdentity.from_request(task.request) if task else None
+    if identity is None:
+        raise NotInRun("set_custom_status")
+    store = runtime(task.app).store
+    return store.set_custom_status(identity.instance_id, identity.run_id, dumps(value))
+
+
+# -- publishing what was parked -----------------------------------------------------
+def publish_release(app: Celery, instance_id: str, release: Release) -> None:
+    """Publish a parked delivery that a script handed back (event, timeout or resume).
+
+    Raises:
+        ServiceUnavailable: the broker refused it; the run is left Suspended holding
+            the delivery, so ``resume`` publishes it once the broker is back.
+    """
+    park = loads(release.park)
+    value = loads(release.value) if release.value else None
+    try:
+        if park["kind"] == "suspend":
+            signature(park["sig"], app=app).apply_async()
+        else:
+            rest = list(park["chain"])
+            # What Celery's tracer does after a step returns: the next step gets the
+            # result as its first argument and carries the rest of the chain.
+            signature(rest.pop(), app=app).apply_async((value,), chain=rest or None)
+    except Exception as exc:
+        runtime(app).store.repark(instance_id, park["run"], release.park, release.value)
+        raise ServiceUnavailable(
+            f"Could not publish the run's next step; it is Suspended until resumed: {exc}",
+            instance_id=instance_id,
+        ) from exc
+
+
+def start_timer(app: Celery, deadline: float, action: dict[str, Any]) -> None:
+    """Publish a timer message that performs `action` at `deadline` (epoch seconds)."""
+    hop = runtime(app).settings.max_countdown
+    countdown = max(0.0, min(deadline - time.time(), hop))
+    app.signature(TIMER_TASK, args=(deadline, action)).apply_async(
+        countdown=countdown, ignore_result=True
+    )
+
+
+def publish_continued(app: Celery, instance_id: str, name: str, run_id: str, input: Any,
+                      delay: float) -> None:
+    """Publish the canvas of a continued run (after `delay`) and mark it Running."""
+    store = runtime(app).store
+    if delay > runtime(app).settings.max_countdown:
+        start_timer(app, time.time() + delay, {"kind": "continue", "instance": instance_id,
+                                                "name": name, "run": run_id})
+    else:
+        _apply_continued(app, instance_id, name, run_id, input, countdown=delay)
+    store.continued(instance_id, run_id)
+
+
+def _apply_continued(app: Celery, instance_id: str, name: str, run_id: str, input: Any,
+                     countdown: float = 0) -> None:
+    identity = RunIdentity(instance_id, run_id, name)
+    try:
+        canvas = get_orchestrator(name).build(input)
+    except (ValueError, TypeError) as exc:
+        store = runtime(app).store
+        store.end_run(instance_id, run_id, RuntimeStatus.FAILED, dumps(f"InvalidInput: {exc}"))
+        return
+    # Task ids derived from the run id: publishing the same run twice (a redelivered
+    # continue step or timer) yields duplicates that the step gates recognise.
+    canvas, _ = run_canvas(app, canvas, identity, deterministic=True)
+    canvas.apply_async(countdown=countdown or None, ignore_result=True)
+
+
+# -- the tasks ------------------------------------------------------------------------
+class WaitTask(SingletonTask):
+    """The wait step: takes a buffered event at once, or parks the rest of the chain."""
+
+    def wait(self, name: str, timeout: float | None, has_default: bool, default: Any) -> Any:
+        """Return a buffered event's data, or park the rest of the chain (Ignore)."""
+        identity = RunIdentity.from_request(self.request)
+        if identity is None:
+            raise NotInRun("wait_for_external_event")
+        task_id = self.request.id
+        if timeout is not None:
+            # Armed before parking: a timer that fires on a finished wait does nothing.
+            start_timer(self.app, time.time() + timeout, {
+                "kind": "event_timeout", "instance": identity.instance_id,
+                "run": identity.run_id, "task": task_id, "event": name, "timeout": timeout,
+            })
+        park = dumps({"kind": "event", "run": identity.run_id, "chain": self.request.chain or []})
+        gate = runtime(self.app).store.park(
+            identity.instance_id, identity.run_id, task_id, park, event=name,
+            default_json=dumps(default) if has_default else "", final=identity.is_final(task_id),
+        )
+        if gate.outcome == "event":
+            return loads(gate.detail)
+        logger.info("Run %s of %r waits for event %r.", identity.run_id, identity.instance_id, name)
+        raise Ignore()
+
+
+class ContinueTask(SingletonTask):
+    """The continue-as-new step: moves the ID to a new run and publishes its canvas."""
+
+    def continue_as_new(self, previous: Any, delay: float, has_input: bool, input: Any) -> None:
+        """Move the ID to a new run with the new input and publish that run's canvas."""
+        identity = RunIdentity.from_request(self.request)
+        if identity is None:
+            raise NotInRun("continue_as_new")
+        new_input = input if has_input else previous
+        try:
+            input_json = dumps(new_input)
+        except TypeError as exc:
+            raise InvalidInput(f"the new input is not JSON-serialisable ({exc})") from exc
+        new_run = uuid.uuid4().hex
+        store = runtime(self.app).store
+        if not store.continue_as_new(identity.instance_id, identity.run_id, new_run, input_json,
+                                     self.request.id):
+            raise Ignore()
+        try:
+            publish_continued(self.app, identity.instance_id, identity.name, new_run, new_input, delay)
+        except Exception as exc:
+            # The ID stays with the new run (ContinuedAsNew); the retried delivery of this
+            # step is recognised by its gate and publishes again.
+            raise self.retry(exc=exc, countdown=1, max_retries=None) from exc
+
+    def on_continued(self, identity: RunIdentity, new_run: str, kwargs: dict) -> Any:
+        """Publish again the run this step made, after a redelivery (same task ids)."""
+        record = runtime(self.app).store.read(identity.instance_id) or {}
+        new_input = loads(record["input"]) if "input" in record else None
+        publish_continued(self.app, identity.instance_id, identity.name, new_run, new_input,
+                          kwargs.get("delay", 0))
+        raise Ignore()
+
+
+def _perform(app: Celery, action: dict[str, Any]) -> None:
+    store = runtime(app).store
+    instance_id = action["instance"]
+    if action["kind"] == "event_timeout":
+        failure = dumps(f"EventTimeout: no '{action['event']}' event within {action['timeout']} s")
+        release = store.event_timeout(instance_id, action["run"], action["task"], failure)
+        if release.outcome == "release":
+            publish_release(app, instance_id, release)
+    elif action["kind"] == "continue":
+        record = store.read(instance_id) or {}
+        if record.get("run") == action["run"]:
+            _apply_continued(app, instance_id, action["name"], action["run"], loads(record["input"]))
+
+
+def register(app: Celery) -> None:
+    """Register the wait, continue-as-new and timer tasks on `app`."""
+
+    # Registered through the (lazy) decorator: binding a task reads the app's
+    # configuration, which must not happen before the process has set it up.
+    @app.task(name=WAIT_TASK, base=WaitTask, bind=True)
+    def wait(self: WaitTask, *, name: str, timeout: float | None = None,
+             has_default: bool = False, default: Any = None) -> Any:
+        return self.wait(name, timeout, has_default, default)
+
+    @app.task(name=CONTINUE_TASK, base=ContinueTask, bind=True)
+    def continue_step(self: ContinueTask, previous: Any = None, *, delay: float = 0,
+                      has_input: bool = False, input: Any = None) -> None:
+        return self.continue_as_new(previous, delay, has_input, input)
+
+    @app.task(name=TIMER_TASK, bind=True, base=Task)
+    def timer(self: Task, deadline: float, action: dict[str, Any]) -> None:
+        if deadline - time.time() > 0.05:
+            start_timer(self.app, deadline, action)  # one more hop
+            return
+        _perform(self.app, action)
