@@ -673,11 +673,11 @@ class Store:
 
     @functools.cached_property
     def _hold_buffer(self) -> Any:
-        return self._script(_HOLD_BUFFER)
+        return self._redis.register_script(_HOLD_BUFFER)
 
     @functools.cached_property
     def _release_buffer(self) -> Any:
-        return self._script(_RELEASE_BUFFER)
+        return self._redis.register_script(_RELEASE_BUFFER)
 
     @_unavailable
     def count_tick(self, instance_id: str, outcome: str) -> int:
