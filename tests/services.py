@@ -13,6 +13,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from celery.schedules import schedstate, schedule
+
 from proj.redis_server import free_port
 from tests.workers import REPO, wait_until
 
@@ -73,6 +75,28 @@ class Beat(Service):
 
     def ticks_sent(self) -> int:
         return self.text().count("Scheduler: Sending due task")
+
+
+class Limited(schedule):
+    """A beat schedule that is due every `seconds`, `times` times, then never again.
+
+    A test stops beat only after its last tick reached the worker, so no tick is cut
+    off half-sent and every tick beat logged can be accounted for.
+    """
+
+    def __init__(self, seconds: float, times: int) -> None:
+        super().__init__(seconds)
+        self.times = times
+
+    def is_due(self, last_run_at: Any) -> schedstate:
+        if self.times <= 0:
+            return schedstate(False, 5.0)
+        state = super().is_due(last_run_at)
+        self.times -= state.is_due
+        return state
+
+    def __reduce__(self) -> tuple:
+        return self.__class__, (self.run_every.total_seconds(), self.times)
 
 
 class Flower(Service):

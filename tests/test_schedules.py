@@ -22,9 +22,10 @@ TICKS = 7
 PROJ_BEAT = """
 from proj import app
 from singleton.schedules import singleton_entry
+from tests.services import Limited
 
-app.conf.beat_schedule = {{"tick": singleton_entry("Timed", {id!r}, schedule=1.0, input={input!r},
-                                                  overlap={overlap!r})}}
+app.conf.beat_schedule = {{"tick": singleton_entry("Timed", {id!r}, schedule=Limited(1.0, {ticks}),
+                                                  input={input!r}, overlap={overlap!r})}}
 """
 
 # An app without the singleton layer: beat cannot import the starter, so it uses send_task.
@@ -32,37 +33,43 @@ BARE_BEAT = """
 from celery import Celery
 import singleton.logs
 from singleton.schedules import singleton_entry
+from tests.services import Limited
 
 singleton.logs.install()  # the configured log formats print the run's identity
 app = Celery("bare")
 app.config_from_object("celeryconfig")
-app.conf.beat_schedule = {{"tick": singleton_entry("Timed", {id!r}, schedule=1.0, input={input!r},
-                                                  overlap={overlap!r})}}
+app.conf.beat_schedule = {{"tick": singleton_entry("Timed", {id!r}, schedule=Limited(1.0, {ticks}),
+                                                  input={input!r}, overlap={overlap!r})}}
 """
 
 
-def run_beats(tmp_path, modules: list[str], ticks: int = TICKS) -> list[Beat]:
-    """Run one beat per module source until they sent `ticks` ticks in all; then stop them."""
+def run_beats(app, tmp_path, uid: str, modules: list[str], ticks: int = TICKS) -> dict[str, int]:
+    """Run one beat per module source until all their ticks were sent and decided.
+
+    Each beat sends `ticks` ticks (tests.services.Limited), then none: beat is stopped
+    only after every tick it logged has ended, started or skipped.
+    """
     beats = [Beat(tmp_path, source, name=f"beat{n}").start() for n, source in enumerate(modules)]
     try:
-        wait_until(lambda: sum(b.ticks_sent() for b in beats) >= ticks, 30, f"{ticks} beat ticks")
+        wait_until(lambda: all(b.ticks_sent() == ticks for b in beats), 30, f"{ticks} ticks per beat")
+        return wait_decided(app, uid, ticks * len(beats))
     finally:
         for beat in beats:
             beat.stop()
-    return beats
 
 
-def settle(app, client, instance_id: str, ticks: int) -> dict[str, int]:
-    """Wait until every tick ended (started or skipped) and the last run finished."""
+def wait_decided(app, uid: str, ticks: int) -> dict[str, int]:
+    """Wait until `ticks` ticks of the instance ended (started or skipped); return the counts."""
     store = runtime(app).store
 
-    def settled():
-        counts = store.tick_counts(instance_id)
+    def decided():
+        counts = store.tick_counts(uid)
         return counts if counts.get("started", 0) + counts.get("skipped", 0) == ticks else None
 
-    counts = wait_until(settled, 30, "every tick to end")
-    client.wait_for_completion(instance_id, timeout=30)
-    return counts
+    try:
+        return wait_until(decided, 30, "every tick to end")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {ticks} ticks, counts {store.tick_counts(uid)}") from None
 
 
 def spans(redis_client, key: str) -> dict[str, dict]:
@@ -84,20 +91,19 @@ def assert_never_overlap(runs: dict[str, dict]) -> None:
         assert after["start"] >= before["end"], f"runs overlap: {before} and {after}"
 
 
-def entry_source(template: str, uid: str, overlap: str, **input) -> str:
-    return template.format(id=uid, input={"key": uid, **input}, overlap=overlap)
+def entry_source(template: str, uid: str, overlap: str, ticks: int = TICKS, **input) -> str:
+    return template.format(id=uid, input={"key": uid, **input}, overlap=overlap, ticks=ticks)
 
 
 def test_ticks_during_a_live_run_are_skipped_logged_and_counted(app, client, redis_client, worker, uid,
                                                                 tmp_path):
-    (beat,) = run_beats(tmp_path, [entry_source(PROJ_BEAT, uid, "skip", seconds=3)])
-    ticks = beat.ticks_sent()
-    counts = settle(app, client, uid, ticks)
+    counts = run_beats(app, tmp_path, uid, [entry_source(PROJ_BEAT, uid, "skip", seconds=3)])
+    client.wait_for_completion(uid, timeout=30)
 
     runs = spans(redis_client, uid)
     assert_never_overlap(runs)
     assert counts["started"] == len(runs) >= 2
-    assert counts["skipped"] == ticks - len(runs) >= 3
+    assert counts["skipped"] == TICKS - len(runs) >= 3
     skipped_lines = [line for line in worker.log.read_text().splitlines() if f"{uid}' skipped" in line]
     assert len(skipped_lines) == counts["skipped"]
     assert all("INFO" in line for line in skipped_lines)
@@ -106,15 +112,13 @@ def test_ticks_during_a_live_run_are_skipped_logged_and_counted(app, client, red
 def test_two_beat_processes_still_start_one_run_at_a_time(app, client, redis_client, worker, uid, tmp_path):
     # One beat imports the starter task (apply_async), the other cannot (send_task).
     sources = [entry_source(template, uid, "skip", seconds=3) for template in (PROJ_BEAT, BARE_BEAT)]
-    beats = run_beats(tmp_path, sources, ticks=2 * TICKS)
-    assert all(beat.ticks_sent() >= 2 for beat in beats)
-    ticks = sum(beat.ticks_sent() for beat in beats)
-    counts = settle(app, client, uid, ticks)
+    counts = run_beats(app, tmp_path, uid, sources)
+    client.wait_for_completion(uid, timeout=30)
 
     runs = spans(redis_client, uid)
     assert_never_overlap(runs)
     assert counts["started"] == len(runs) >= 2
-    assert counts["skipped"] == ticks - len(runs)
+    assert counts["skipped"] == 2 * TICKS - len(runs)
 
 
 def test_buffer_one_keeps_one_missed_tick_and_starts_it_when_the_run_ends(app, client, redis_client,
@@ -124,7 +128,8 @@ def test_buffer_one_keeps_one_missed_tick_and_starts_it_when_the_run_ends(app, c
     for _ in range(3):
         app.send_task(START_TASK, args=["Timed", uid], kwargs=kwargs)
     wait_until(lambda: len(spans(redis_client, uid)) == 2, 20, "the buffered tick's run to start")
-    counts = settle(app, client, uid, ticks=3)
+    counts = wait_decided(app, uid, 3)
+    client.wait_for_completion(uid, timeout=30)
 
     first, second = spans(redis_client, uid).values()
     assert 0 <= second["start"] - first["end"] < 1.0  # started as soon as the first ended
@@ -133,9 +138,8 @@ def test_buffer_one_keeps_one_missed_tick_and_starts_it_when_the_run_ends(app, c
 
 def test_buffer_one_under_beat_runs_back_to_back_with_at_most_one_buffered(app, client, redis_client,
                                                                            worker, uid, tmp_path):
-    (beat,) = run_beats(tmp_path, [entry_source(PROJ_BEAT, uid, "buffer_one", seconds=3)])
-    ticks = beat.ticks_sent()
-    counts = settle(app, client, uid, ticks)
+    counts = run_beats(app, tmp_path, uid, [entry_source(PROJ_BEAT, uid, "buffer_one", seconds=3)])
+    client.wait_for_completion(uid, timeout=30)
 
     runs = list(spans(redis_client, uid).values())
     assert_never_overlap(dict(enumerate(runs)))
@@ -143,15 +147,15 @@ def test_buffer_one_under_beat_runs_back_to_back_with_at_most_one_buffered(app, 
     for before, after in pairwise(runs):
         assert after["start"] - before["end"] < 2.0  # the buffered tick polls every second
     assert counts["buffered"] >= 1
-    assert counts["skipped"] == ticks - counts["started"]
+    assert counts["skipped"] == TICKS - counts["started"]
 
 
 def test_terminate_other_replaces_the_live_run_on_every_tick(app, client, redis_client, worker, uid,
                                                              tmp_path):
-    source = entry_source(PROJ_BEAT, uid, "terminate_other", seconds=1, steps=3)
-    (beat,) = run_beats(tmp_path, [source], ticks=4)
-    ticks = beat.ticks_sent()
-    counts = settle(app, client, uid, ticks)
+    ticks = 4
+    source = entry_source(PROJ_BEAT, uid, "terminate_other", ticks=ticks, seconds=1, steps=3)
+    counts = run_beats(app, tmp_path, uid, [source], ticks=ticks)
+    client.wait_for_completion(uid, timeout=30)
 
     assert counts == {"started": ticks}
     runs = list(spans(redis_client, uid).values())
