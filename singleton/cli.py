@@ -22,7 +22,9 @@ from .client import OrchestrationClient
 from .errors import (
     InstanceError,
     InstanceNotFound,
+    InvalidArgument,
     InvalidContinuationToken,
+    InvalidEventName,
     InvalidInput,
     InvalidInstanceId,
     OrchestratorNotFound,
@@ -39,7 +41,8 @@ EXIT_UNAVAILABLE = 5
 _EXIT_CODES: list[tuple[type[SingletonError], int]] = [
     (InstanceNotFound, EXIT_NOT_FOUND),
     (InstanceError, EXIT_CONFLICT),
-    ((InvalidInstanceId, InvalidInput, OrchestratorNotFound, InvalidContinuationToken), EXIT_BAD_INPUT),
+    ((InvalidInstanceId, InvalidInput, InvalidEventName, InvalidArgument, OrchestratorNotFound,
+      InvalidContinuationToken), EXIT_BAD_INPUT),
     (ServiceUnavailable, EXIT_UNAVAILABLE),
 ]
 LIST_COLUMNS = ("instance", "name", "status", "created", "updated")

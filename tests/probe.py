@@ -15,7 +15,7 @@ from celery import chain, group
 from celery.canvas import Signature
 
 from proj.celery import app
-from singleton import orchestrator
+from singleton import orchestrator, wait_for_external_event
 
 
 def record(key: str, event: str, task_id: str, **extra: Any) -> None:
@@ -155,3 +155,9 @@ def Timed(input: dict) -> Signature:  # noqa: N802
     """``steps`` steps of ``seconds`` each, recording their run under ``key``."""
     steps = [run_step.si(input["seconds"], input["key"], i) for i in range(input.get("steps", 1))]
     return chain(*steps) if len(steps) > 1 else steps[0]
+
+
+@orchestrator
+def AwaitsApproval(_input: Any) -> Signature:  # noqa: N802
+    """Wait for event "Approve"; its data (a city) is greeted."""
+    return chain(wait_for_external_event("Approve"), greet.s())

@@ -95,3 +95,12 @@ def test_make_run_serves_starts_stops_clean_and_keeps_records(tmp_path):
     finally:
         second.stop(signal.SIGTERM, group=False)
     assert not alive(processes), second.text()[-3000:]
+
+
+def test_the_procfile_flower_refuses_to_start_without_a_login(tmp_path):
+    lines = (REPO / "Procfile").read_text().splitlines()
+    line = next(entry for entry in lines if entry.startswith("flower:"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}
+    done = subprocess.run(["sh", "-c", line.removeprefix("flower:")], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stderr.strip()) == (1, "flower: set FLOWER_BASIC_AUTH=user:password")

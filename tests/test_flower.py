@@ -65,3 +65,13 @@ def test_a_duplicate_start_through_flower_is_refused(flower, app, client, redis_
 
     assert store.tick_counts(uid) == {"started": 1, "skipped": 2}
     assert [e["event"] for e in events(redis_client, uid)] == ["start", "end"]
+
+
+def test_flower_with_basic_auth_refuses_anonymous_calls(tmp_path):
+    locked = Flower(tmp_path / "flower.log", basic_auth="ops:s3cret").start()
+    try:
+        assert locked.api("GET", "/api/tasks")[0] == 200
+        locked.auth = None
+        assert locked.api("GET", "/api/tasks")[0] == 401
+    finally:
+        locked.stop()
