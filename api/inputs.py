@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +16,7 @@ from .errors import ApiError
 
 # Durable Functions' statuses that this layer never produces: filtering on them is
 # valid and simply matches nothing.
-UNPRODUCED_STATUSES = frozenset({"suspended", "continuedasnew", "canceled"})
+UNPRODUCED_STATUSES = frozenset({"canceled"})
 _PRODUCED = {status.value.lower(): status for status in RuntimeStatus}
 
 # An unencoded '+' in a query string arrives as a space: "...T05:18:49 00:00".
@@ -105,6 +106,17 @@ def runtime_statuses(name: str = "runtimeStatus") -> list[RuntimeStatus] | None:
     if unknown:
         raise invalid_parameter(name, f"unknown runtime status {unknown[0]!r}")
     return [_PRODUCED[n.lower()] for n in names if n.lower() in _PRODUCED]
+
+
+def choice(name: str, allowed: Iterable[str]) -> str | None:
+    """Return query parameter `name` if it is one of `allowed`, None if absent."""
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    options = list(allowed)
+    if raw not in options:
+        raise invalid_parameter(name, f"must be one of {', '.join(options)}")
+    return raw
 
 
 def invalid_parameter(name: str, reason: str) -> ApiError:

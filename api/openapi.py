@@ -55,9 +55,25 @@ _PARAMETERS = {
     "pollingInterval": _query("pollingInterval", _SECONDS, "Seconds between polls (default 1)."),
     "showInput": _query("showInput", _BOOLEAN, "Include the input (default true)."),
     "showHistory": _query("showHistory", _BOOLEAN,
-                          "Add historyEvents (default false). Per-step history arrives with issue 4; "
-                          "until then the list is empty."),
-    "showHistoryOutput": _query("showHistoryOutput", _BOOLEAN, "Accepted for compatibility (default false)."),
+                          "Add historyEvents (default false): the start, one entry per step of the "
+                          "current run (name, start and end times, outcome), and the end."),
+    "showHistoryOutput": _query("showHistoryOutput", _BOOLEAN,
+                                "With showHistory, add each step's Result (default false)."),
+    "ifLive": _query("ifLive", {"enum": ["fail", "use_existing", "terminate_existing"]},
+                     "While a live run holds the ID: refuse with 409 (fail, the default unless the "
+                     "orchestrator sets another), answer with the live run (use_existing), or "
+                     "terminate it and start anew (terminate_existing)."),
+    "ifFinished": _query("ifFinished", {"enum": ["allow", "allow_failed_only", "reject"]},
+                         "When only a finished run is on record: start anew (allow, the default), only "
+                         "after Failed or Terminated (allow_failed_only), or never while the record "
+                         "exists (reject); refused starts answer 409."),
+    "idempotencyKey": {"name": "Idempotency-Key", "in": "header", "required": False,
+                       "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+                       "description": "A retried start with the same key answers with the run that "
+                                      "key started (202), not 409."},
+    "restartWithNewInstanceId": _query("restartWithNewInstanceId", _BOOLEAN,
+                                       "Restart under a new random ID (default true); false reuses "
+                                       "the ID, which needs a finished instance."),
     "returnInternalServerErrorOnFailure": _query(
         "returnInternalServerErrorOnFailure", _BOOLEAN, "Answer 500 instead of 200 for a Failed instance."),
     "runtimeStatus": _query("runtimeStatus", {"type": "array", "items": {"enum": RUNTIME_STATUSES}},
@@ -99,7 +115,22 @@ _SCHEMAS: dict[str, Any] = {
             "input": {}, "customStatus": {}, "output": {},
             "createdTime": {"type": "string", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"},
             "lastUpdatedTime": {"type": "string", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"},
-            "historyEvents": {"type": "array", "items": {"type": "object"}},
+            "historyEvents": {"type": "array", "items": _ref("schemas", "HistoryEvent")},
+        },
+        "additionalProperties": False,
+    },
+    "HistoryEvent": {
+        "type": "object",
+        "required": ["EventType", "Timestamp"],
+        "properties": {
+            "EventType": {"enum": ["ExecutionStarted", "TaskCompleted", "TaskFailed", "TaskTimedOut",
+                                   "ExecutionCompleted"]},
+            "FunctionName": {"type": "string"},
+            "TaskId": {"type": "string"},
+            "ScheduledTime": {"type": "string", "format": "date-time"},
+            "Timestamp": {"type": "string", "format": "date-time"},
+            "OrchestrationStatus": {"enum": RUNTIME_STATUSES},
+            "Result": {},
         },
         "additionalProperties": False,
     },
@@ -129,11 +160,10 @@ _ERROR_TEXT = {
     401: "A valid function key is required (when API_KEYS is configured).",
     404: "Unknown orchestrator, instance or route.",
     405: "The route does not allow this method.",
-    409: "The instance is still live.",
+    409: "The instance's status does not allow it (still live; suspended twice; not suspended).",
     410: "The instance has already finished.",
     413: "The body is longer than MAX_CONTENT_LENGTH.",
     500: "An unexpected error; details are in the server's log.",
-    501: "Not implemented yet (arrives with issue 4).",
     503: "Redis or the broker is unreachable; nothing was left claimed. Retry after Retry-After seconds.",
 }
 
@@ -152,13 +182,15 @@ _RESPONSES = {
     for code, text in _ERROR_TEXT.items()
 }
 _RESPONSES["E409Start"] = _json(_ref("schemas", "Conflict"),
-                                "A Pending or Running instance holds the ID; follow statusQueryGetUri.")
+                                "The run on record keeps the ID (a live run, or a finished one under "
+                                "ifFinished); follow statusQueryGetUri.")
 _RESPONSES["CheckStatus"] = _json(_ref("schemas", "CheckStatus"), "Started; poll statusQueryGetUri.",
                                   Location="Location", **{"Retry-After": "StartRetryAfter"})
 
 
 def _start(with_id: bool) -> dict[str, Any]:
-    names = ["functionName", *(["instanceId"] if with_id else []), "timeout", "pollingInterval"]
+    names = ["functionName", *(["instanceId"] if with_id else []), "timeout", "pollingInterval",
+             "ifLive", "ifFinished", "idempotencyKey"]
     return {"post": {
         "summary": "Start the orchestrator as a singleton" + ("" if with_id else " under a random ID"),
         "parameters": [_ref("parameters", n) for n in names],
@@ -183,7 +215,7 @@ def _instance_operations() -> dict[str, Any]:
             "parameters": path_id + [_ref("parameters", n) for n in status_params],
             "responses": {
                 "200": _json(status, "Finished (Completed, Failed or Terminated)."),
-                "202": _json(status, "Still live (Pending or Running).",
+                "202": _json(status, "Still live (Pending, Running, Suspended or ContinuedAsNew).",
                              Location="Location", **{"Retry-After": "StatusRetryAfter"}),
                 "500": _json({"anyOf": [status, _ref("schemas", "Error")]},
                              "Failed, with returnInternalServerErrorOnFailure=true; or an unexpected error."),
@@ -231,16 +263,38 @@ def _terminate() -> dict[str, Any]:
     }}
 
 
-def _not_yet(summary: str, *extra: dict[str, Any]) -> dict[str, Any]:
+def _operation(summary: str, codes: tuple[int, ...], *params: dict[str, Any]) -> dict[str, Any]:
     return {"post": {
-        "summary": f"{summary} (arrives with issue 4)",
-        "parameters": [_ref("parameters", "instanceId"), *extra],
-        "responses": _errors(401, 500, 501),
+        "summary": summary,
+        "parameters": [_ref("parameters", "instanceId"), *params],
+        "responses": {"202": {"description": "Accepted; empty body."}, **_errors(*codes)},
     }}
 
 
-_EVENT_NAME = {"name": "eventName", "in": "path", "required": True, "schema": {"type": "string"}}
-_RESTART_NEW_ID = _query("restartWithNewInstanceId", _BOOLEAN, "Restart under a new ID (default true).")
+def _raise_event() -> dict[str, Any]:
+    operation = _operation("Send an event to the instance (buffered until a wait takes it)",
+                           (400, 401, 404, 410, 413, 500, 503), _EVENT_NAME)
+    operation["post"]["requestBody"] = {
+        "required": False, "description": "The event's data: any JSON value; empty means null.",
+        "content": {"application/json": {"schema": {}}},
+    }
+    return operation
+
+
+def _restart() -> dict[str, Any]:
+    return {"post": {
+        "summary": "Start the orchestrator again with the original input",
+        "parameters": [_ref("parameters", "instanceId"), _ref("parameters", "restartWithNewInstanceId")],
+        "responses": {"202": _ref("responses", "CheckStatus"), "409": _ref("responses", "E409Start"),
+                      **_errors(400, 401, 404, 500, 503)},
+    }}
+
+
+_EVENT_NAME = {"name": "eventName", "in": "path", "required": True,
+               "schema": {"type": "string", "minLength": 1, "maxLength": 256,
+                          "pattern": r"^[^\x00-\x1f\x7f-\x9f]+$"},
+               "description": "1-256 characters, no control characters."}
+_REASON = _ref("parameters", "reason")
 
 _PATHS = {
     "/api/orchestrators/{functionName}": _start(False),
@@ -251,10 +305,12 @@ _PATHS = {
     f"{WEBHOOK}/instances/": _collection_operations(),
     f"{WEBHOOK}/instances/{{instanceId}}": _instance_operations(),
     f"{WEBHOOK}/instances/{{instanceId}}/terminate": _terminate(),
-    f"{WEBHOOK}/instances/{{instanceId}}/raiseEvent/{{eventName}}": _not_yet("Raise an event", _EVENT_NAME),
-    f"{WEBHOOK}/instances/{{instanceId}}/suspend": _not_yet("Suspend", _ref("parameters", "reason")),
-    f"{WEBHOOK}/instances/{{instanceId}}/resume": _not_yet("Resume", _ref("parameters", "reason")),
-    f"{WEBHOOK}/instances/{{instanceId}}/restart": _not_yet("Restart", _RESTART_NEW_ID),
+    f"{WEBHOOK}/instances/{{instanceId}}/raiseEvent/{{eventName}}": _raise_event(),
+    f"{WEBHOOK}/instances/{{instanceId}}/suspend": _operation(
+        "Suspend the live run: no further step starts", (400, 401, 404, 409, 410, 500, 503), _REASON),
+    f"{WEBHOOK}/instances/{{instanceId}}/resume": _operation(
+        "Resume a suspended run where it stopped", (400, 401, 404, 409, 410, 500, 503), _REASON),
+    f"{WEBHOOK}/instances/{{instanceId}}/restart": _restart(),
     "/api/openapi.json": {"get": {
         "summary": "This document",
         "responses": {"200": _json({"type": "object"}, "The OpenAPI document."), **_errors(401, 500)},

@@ -12,7 +12,15 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
-from singleton import InstanceNotFound, OrchestrationClient, OrchestrationStatus, RuntimeStatus
+from singleton import (
+    IfFinished,
+    IfLive,
+    InstanceNotFound,
+    OrchestrationClient,
+    OrchestrationStatus,
+    RuntimeStatus,
+    StepHistory,
+)
 
 from . import inputs, urls
 from .errors import ApiError
@@ -20,6 +28,7 @@ from .openapi import DOCUMENT
 
 EXTENSION = "singleton"
 CONTINUATION_HEADER = "x-ms-continuation-token"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 LIVE_RETRY_AFTER = 5
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -57,8 +66,13 @@ def start(function_name: str, instance_id: str | None = None) -> Response:
     """Start `function_name` as a singleton: 202 check-status, or 200 if it completes in time."""
     timeout = inputs.number("timeout", 0.0, MAX_WAIT_SECONDS)
     interval = inputs.number("pollingInterval", MIN_POLLING_INTERVAL, MAX_WAIT_SECONDS)
+    policies = {
+        "if_live": inputs.choice("ifLive", [p.value for p in IfLive]),
+        "if_finished": inputs.choice("ifFinished", [p.value for p in IfFinished]),
+        "request_id": request.headers.get(IDEMPOTENCY_HEADER) or None,
+    }
     body = inputs.json_body()
-    instance_id = _client().start_new(function_name, instance_id, body)
+    instance_id = _client().start_new(function_name, instance_id, body, **policies)
     if timeout:
         done = _wait(instance_id, timeout, interval or DEFAULT_POLLING_INTERVAL)
         if done is not None and done.runtime_status is RuntimeStatus.COMPLETED:
@@ -82,14 +96,16 @@ def get_status(instance_id: str) -> Response:
     """Return one instance's status: 202 while live, 200 when finished, 404 when unknown."""
     show_input = inputs.flag("showInput", True)
     show_history = inputs.flag("showHistory", False)
-    inputs.flag("showHistoryOutput", False)  # validated; history arrives with issue 4
+    show_output = inputs.flag("showHistoryOutput", False)
     fail_as_500 = inputs.flag("returnInternalServerErrorOnFailure", False)
-    status = _client().get_status(instance_id, show_input=show_input)
+    status = _client().get_status(
+        instance_id, show_input=show_input, show_history=show_history, show_history_output=show_output
+    )
     if status is None:
         raise InstanceNotFound(instance_id)
     body = status_body(status)
-    if show_history:
-        body["historyEvents"] = []  # per-step history arrives with issue 4
+    if status.history is not None:
+        body["historyEvents"] = history_events(status, show_output)
     if status.runtime_status.is_live:
         response = _json(body, 202)
         response.headers["Location"] = request.url
@@ -131,8 +147,36 @@ def status_body(status: OrchestrationStatus) -> dict[str, Any]:
     }
 
 
+def history_events(status: OrchestrationStatus, show_output: bool) -> list[dict[str, Any]]:
+    """Return Durable Functions-style history: the start, one entry per step, the end."""
+    events: list[dict[str, Any]] = [{
+        "EventType": "ExecutionStarted", "FunctionName": status.name,
+        "Timestamp": _iso_ms(status.created_time),
+    }]
+    events += [_step_event(step, show_output) for step in status.history or []]
+    if status.runtime_status.is_terminal:
+        end = {"EventType": "ExecutionCompleted", "OrchestrationStatus": status.runtime_status.value,
+               "Timestamp": _iso_ms(status.last_updated_time)}
+        if show_output:
+            end["Result"] = status.output
+        events.append(end)
+    return events
+
+
+def _step_event(step: StepHistory, show_output: bool) -> dict[str, Any]:
+    event = {"EventType": f"Task{step.outcome}", "FunctionName": step.name, "TaskId": step.task_id,
+             "ScheduledTime": _iso_ms(step.started), "Timestamp": _iso_ms(step.ended)}
+    if show_output:
+        event["Result"] = step.result
+    return event
+
+
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _iso_ms(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 # -- managing -------------------------------------------------------------------
@@ -169,17 +213,31 @@ def purge_many() -> Response:
 
 
 @management.post("/instances/<instance_id>/raiseEvent/<event_name>")
+def raise_event(instance_id: str, event_name: str) -> Response:
+    """Send an event (JSON body) to the instance: 202; 400 not JSON; 404 unknown; 410 finished."""
+    _client().raise_event(instance_id, event_name, inputs.json_body())
+    return _empty(202)
+
+
 @management.post("/instances/<instance_id>/suspend")
+def suspend(instance_id: str) -> Response:
+    """Suspend the live run: 202; 404 unknown; 409 already suspended; 410 finished."""
+    _client().suspend(instance_id, request.args.get("reason"))
+    return _empty(202)
+
+
 @management.post("/instances/<instance_id>/resume")
+def resume(instance_id: str) -> Response:
+    """Resume a suspended run: 202; 404 unknown; 409 not suspended; 410 finished."""
+    _client().resume(instance_id, request.args.get("reason"))
+    return _empty(202)
+
+
 @management.post("/instances/<instance_id>/restart")
-def not_yet(**_: str) -> Response:
-    """Answer 501: raise event, suspend, resume and restart arrive with issue 4."""
-    raise ApiError(
-        501,
-        "not_implemented",
-        "This operation is not implemented yet.",
-        "Raise event, suspend, resume and restart arrive with the durable-features issue (4).",
-    )
+def restart(instance_id: str) -> Response:
+    """Start the orchestrator again with the original input: 202 check-status of the new run."""
+    new_id = inputs.flag("restartWithNewInstanceId", True)
+    return urls.check_status_response(_client().restart(instance_id, new_instance_id=new_id))
 
 
 # -- the API's own description -------------------------------------------------

@@ -5,9 +5,9 @@ from typing import Any
 from celery import chain
 from celery.canvas import Signature
 
-from singleton import orchestrator
+from singleton import continue_as_new, orchestrator, wait_for_external_event
 
-from .tasks import apply_changes, explode, fetch_changes, prepare, say_hello, wait
+from .tasks import apply_changes, approved, count, explode, fetch_changes, prepare, say_hello, wait
 
 MAX_DELAY_SECONDS = 3600
 
@@ -48,3 +48,38 @@ def SyncInventory(input: Any) -> Signature:  # noqa: N802
     if isinstance(max_changes, bool) or not isinstance(max_changes, int) or not 0 <= max_changes <= 10000:
         raise ValueError('SyncInventory expects {"max_changes": <0-10000>}')
     return chain(fetch_changes.si(max_changes), apply_changes.s())
+
+
+@orchestrator
+def ApprovalWorkflow(input: Any) -> Signature:  # noqa: N802
+    """Wait for an ``Approval`` event; output ``{"approved": <event data>}``.
+
+    Optional input ``{"timeout": <seconds>, "default": <value>}``: after the timeout
+    the run continues with the default, or fails (EventTimeout) when none is given.
+    """
+    options = {} if input is None else input
+    if not isinstance(options, dict) or set(options) - {"timeout", "default"}:
+        raise ValueError('ApprovalWorkflow expects null or {"timeout": <seconds>, "default": <any>}')
+    timeout = options.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
+                                or not 0 < timeout <= MAX_DELAY_SECONDS):
+        raise ValueError(f"timeout must be a number of seconds in (0, {MAX_DELAY_SECONDS}]")
+    default = {"default": options["default"]} if "default" in options else {}
+    return chain(wait_for_external_event("Approval", timeout=timeout, **default), approved.s())
+
+
+@orchestrator
+def Counter(input: Any) -> Signature:  # noqa: N802
+    """An eternal orchestration: count up every ``interval`` seconds until terminated.
+
+    Input ``{"count": n, "interval": s}``. Each cycle sets the custom status to
+    ``{"count": n}``, then continues as new with ``count + 1`` after ``s`` seconds.
+    """
+    if not isinstance(input, dict) or not isinstance(input.get("count"), int):
+        raise ValueError('Counter expects {"count": <integer>, "interval": <seconds>}')
+    interval = input.get("interval", 1)
+    if isinstance(interval, bool) or not isinstance(interval, int | float):
+        raise ValueError("interval must be a number of seconds")
+    if not 0 <= interval <= MAX_DELAY_SECONDS:
+        raise ValueError(f"interval must be between 0 and {MAX_DELAY_SECONDS}")
+    return chain(count.si(input["count"], interval), continue_as_new(delay=interval))

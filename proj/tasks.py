@@ -5,6 +5,8 @@ import random
 import time
 from typing import Any
 
+from singleton import set_custom_status
+
 from .celery import app
 
 logger = logging.getLogger(__name__)
@@ -38,9 +40,9 @@ def explode(_previous: Any) -> None:
 @app.task
 def fetch_changes(max_changes: int) -> list[int]:
     """Return the ids of the inventory items changed since the last sync (0 to max_changes)."""
-    count = random.randint(0, max_changes)
-    logger.info("Found %d changed items", count)
-    return list(range(count))
+    changed = random.randint(0, max_changes)
+    logger.info("Found %d changed items", changed)
+    return list(range(changed))
 
 
 @app.task
@@ -52,3 +54,16 @@ def apply_changes(item_ids: list[int], seconds_per_item: float = 0.1) -> int:
             logger.info("Applied %d of %d changes", done, len(item_ids))
     logger.info("Applied all %d changes", len(item_ids))
     return len(item_ids)
+
+
+@app.task
+def approved(decision: Any) -> dict[str, Any]:
+    """Wrap the approval event's data as the workflow's output."""
+    return {"approved": decision}
+
+
+@app.task
+def count(n: int, interval: float) -> dict[str, Any]:
+    """Publish ``{"count": n}`` as the custom status; return the next cycle's input."""
+    set_custom_status({"count": n})
+    return {"count": n + 1, "interval": interval}

@@ -233,7 +233,8 @@ if ARGV[4] == 'done' then
 elseif ARGV[4] == 'renew' then
   redis.call('HSET', k.steps, ARGV[2], mine .. fmt(now_us() + tonumber(ARGV[5])))
 else
-  redis.call('HDEL', k.steps, ARGV[2], 't:' .. ARGV[2])
+  -- Keep the start time: a failure recorded next still finds it for the history.
+  redis.call('HDEL', k.steps, ARGV[2])
 end
 return 1
 """

@@ -27,11 +27,16 @@ def events(redis_client: Any, key: str) -> list[dict]:
     return [json.loads(e) for e in redis_client.lrange(f"probe:{key}", 0, -1)]
 
 
+def run_of(request: Any) -> str | None:
+    run = (request.stamps or {}).get("singleton_run")
+    return run[0] if isinstance(run, list) else run
+
+
 @app.task(bind=True)
 def probe_step(self, seconds: float, key: str) -> str:
-    record(key, "start", self.request.id)
+    record(key, "start", self.request.id, run=run_of(self.request))
     time.sleep(seconds)
-    record(key, "end", self.request.id)
+    record(key, "end", self.request.id, run=run_of(self.request))
     return key
 
 
@@ -138,6 +143,51 @@ def Held(input: dict) -> Signature:  # noqa: N802
     return held_step.si(input["key"])
 
 
+@app.task(bind=True)
+def collect(self, value: Any, key: str) -> Any:
+    """Record the value a step received (an event's data, say) and pass it on."""
+    record(key, "got", self.request.id, value=value)
+    return value
+
+
+@orchestrator
+def WaitTwice(input: dict) -> Signature:  # noqa: N802
+    """Wait for two ``Ping`` events in turn, recording each; optionally hold first."""
+    key = input["key"]
+    first = [held_step.si(key)] if input.get("hold") else []
+    return chain(
+        *first,
+        wait_for_external_event("Ping"), collect.s(key),
+        wait_for_external_event("Ping"), collect.s(key),
+    )
+
+
+@orchestrator
+def WaitLast(input: Any) -> Signature:  # noqa: N802
+    """A run whose only step is the wait: the event's data is the output."""
+    return wait_for_external_event("Done")
+
+
+@orchestrator
+def WaitWithTimeout(input: dict) -> Signature:  # noqa: N802
+    """Wait for ``Never`` with a timeout (and a default when the input has one)."""
+    default = {"default": input["default"]} if "default" in input else {}
+    wait = wait_for_external_event("Never", timeout=input["timeout"], **default)
+    return chain(wait, collect.s(input["key"]))
+
+
+@orchestrator
+def HeldThenStep(input: dict) -> Signature:  # noqa: N802
+    """A held first step, then a probe step: for suspending between two steps."""
+    return chain(held_step.si(input["key"]), probe_step.si(0, input["key"]))
+
+
+@orchestrator(if_live="use_existing")
+def HeldOrExisting(input: dict) -> Signature:  # noqa: N802
+    """Like Held, with ``use_existing`` as the orchestrator's default live policy."""
+    return held_step.si(input["key"])
+
+
 # -- operations (issue 5) -------------------------------------------------------
 @app.task(bind=True)
 def run_step(self, seconds: float, key: str, index: int) -> str:
@@ -156,8 +206,3 @@ def Timed(input: dict) -> Signature:  # noqa: N802
     steps = [run_step.si(input["seconds"], input["key"], i) for i in range(input.get("steps", 1))]
     return chain(*steps) if len(steps) > 1 else steps[0]
 
-
-@orchestrator
-def AwaitsApproval(_input: Any) -> Signature:  # noqa: N802
-    """Wait for event "Approve"; its data (a city) is greeted."""
-    return chain(wait_for_external_event("Approve"), greet.s())

@@ -319,7 +319,24 @@ def test_show_input_false_hides_the_input_in_any_case(http, live, value):
 
 def test_history_events_appear_only_when_asked_for(http, live):
     assert "historyEvents" not in status_of(http, live).get_json()
-    assert status_of(http, live, "?showHistory=TRUE").get_json()["historyEvents"] == []
+    history = status_of(http, live, "?showHistory=TRUE").get_json()["historyEvents"]
+    assert [e["EventType"] for e in history] == ["ExecutionStarted"]
+    assert history[0]["FunctionName"] == "Delay"
+
+
+@pytest.mark.usefixtures("worker")
+def test_history_of_a_completed_run_lists_every_step_and_outputs_on_request(http, uid):
+    http.post(f"/api/orchestrators/HelloSequence/{uid}")
+    finished(http, uid)
+    events = status_of(http, uid, "?showHistory=true").get_json()["historyEvents"]
+    assert [e["EventType"] for e in events] == [
+        "ExecutionStarted", "TaskCompleted", "TaskCompleted", "TaskCompleted", "ExecutionCompleted"
+    ]
+    assert {e["FunctionName"] for e in events[1:4]} == {"proj.tasks.say_hello"}
+    assert all("Result" not in e for e in events)
+    with_output = status_of(http, uid, "?showHistory=true&showHistoryOutput=true").get_json()
+    assert with_output["historyEvents"][1]["Result"] == ["Hello Tokyo!"]
+    assert with_output["historyEvents"][-1]["Result"] == with_output["output"]
 
 
 @pytest.mark.parametrize(
@@ -390,7 +407,7 @@ def test_list_filters_by_runtime_status_as_a_comma_list_or_repeated(http, three,
 
 
 def test_list_of_a_status_this_layer_never_produces_is_empty(http, three, uid):
-    response = listing(http, f"instanceIdPrefix={uid}-&runtimeStatus=Suspended,ContinuedAsNew")
+    response = listing(http, f"instanceIdPrefix={uid}-&runtimeStatus=Canceled")
     assert (response.status_code, response.get_json()) == (200, [])
 
 
@@ -469,11 +486,112 @@ def test_purge_by_filter_without_created_time_from_answers_400(http):
     assert (response.status_code, response.get_json()["code"]) == (400, "missing_query_parameter")
 
 
-@pytest.mark.parametrize("operation", ["raiseEvent/Approval", "suspend?reason=x", "resume", "restart"])
-def test_operations_of_the_durable_features_issue_answer_501_json(http, uid, operation):
-    response = http.post(f"{WEBHOOK}/instances/{uid}/{operation}", json={})
-    assert response.status_code == 501
-    assert response.get_json()["code"] == "not_implemented"
+# -- events, suspend, resume, restart --------------------------------------------
+def instance_path(instance_id: str, operation: str) -> str:
+    return f"{WEBHOOK}/instances/{quote(instance_id, safe='')}/{operation}"
+
+
+@pytest.mark.usefixtures("worker")
+def test_raise_event_answers_202_and_the_waiting_run_continues_with_the_body(http, uid):
+    assert http.post(f"/api/orchestrators/ApprovalWorkflow/{uid}").status_code == 202
+    response = http.post(instance_path(uid, "raiseEvent/Approval"), json={"by": "ada"})
+    assert (response.status_code, response.data) == (202, b"")
+    assert finished(http, uid).get_json()["output"] == {"approved": {"by": "ada"}}
+
+
+def test_raise_event_to_an_unknown_instance_answers_404(http, uid):
+    response = http.post(instance_path(uid, "raiseEvent/Approval"), json=True)
+    assert (response.status_code, response.get_json()["code"]) == (404, "instance_not_found")
+
+
+def test_raise_event_to_a_finished_instance_answers_410(http, live):
+    http.post(instance_path(live, "terminate"))
+    response = http.post(instance_path(live, "raiseEvent/Approval"), json=True)
+    assert (response.status_code, response.get_json()["runtimeStatus"]) == (410, "Terminated")
+
+
+def test_raise_event_with_a_body_that_is_not_json_answers_400(http, live):
+    response = http.post(instance_path(live, "raiseEvent/Approval"), data=b"{nope",
+                         content_type="application/json")
+    assert (response.status_code, response.get_json()["code"]) == (400, "invalid_json")
+
+
+def test_suspend_and_resume_answer_202_and_repeat_calls_409(http, live):
+    assert http.post(instance_path(live, "suspend?reason=maintenance")).status_code == 202
+    assert status_of(http, live).get_json()["runtimeStatus"] == "Suspended"
+    again = http.post(instance_path(live, "suspend"))
+    assert (again.status_code, again.get_json()["code"]) == (409, "invalid_transition")
+    assert again.get_json()["runtimeStatus"] == "Suspended"
+    assert http.post(instance_path(live, "resume?reason=done")).status_code == 202
+    assert status_of(http, live).get_json()["runtimeStatus"] != "Suspended"
+    resumed_twice = http.post(instance_path(live, "resume"))
+    assert (resumed_twice.status_code, resumed_twice.get_json()["code"]) == (409, "invalid_transition")
+
+
+@pytest.mark.parametrize("operation", ["suspend", "resume"])
+def test_suspend_and_resume_of_unknown_or_finished_instances_answer_404_and_410(
+    http, live, uid, operation
+):
+    assert http.post(instance_path(f"{uid}-unknown", operation)).status_code == 404
+    http.post(instance_path(live, "terminate"))
+    assert http.post(instance_path(live, operation)).status_code == 410
+
+
+@pytest.mark.usefixtures("worker")
+def test_restart_answers_202_with_the_check_status_of_a_new_instance(http, uid):
+    http.post(f"/api/orchestrators/Delay/{uid}", json={"seconds": 0, "value": "again"})
+    finished(http, uid)
+    response = http.post(instance_path(uid, "restart"))
+    assert response.status_code == 202
+    new_id = response.get_json()["id"]
+    assert new_id != uid
+    assert finished(http, new_id).get_json()["output"] == "again"
+
+
+def test_restart_under_the_same_id_of_a_live_instance_answers_409(http, live):
+    response = http.post(instance_path(live, "restart?restartWithNewInstanceId=false"))
+    assert (response.status_code, response.get_json()["code"]) == (409, "instance_already_exists")
+
+
+def test_restart_of_an_unknown_instance_answers_404(http, uid):
+    assert http.post(instance_path(uid, "restart")).status_code == 404
+
+
+# -- start policies and idempotency keys ------------------------------------------
+def test_if_live_use_existing_answers_202_with_the_live_instance(http, live):
+    response = http.post(f"/api/orchestrators/Delay/{live}?ifLive=use_existing", json=LIVE)
+    assert (response.status_code, response.get_json()["id"]) == (202, live)
+
+
+def test_if_live_terminate_existing_replaces_the_live_run(http, live):
+    response = http.post(f"/api/orchestrators/Delay/{live}?ifLive=terminate_existing", json=LIVE)
+    assert response.status_code == 202
+    assert status_of(http, live).get_json()["runtimeStatus"] in ("Pending", "Running")
+
+
+@pytest.mark.parametrize("query", ["ifLive=sometimes", "ifFinished=", "ifLive=FAIL"])
+def test_an_unknown_start_policy_answers_400_and_claims_nothing(http, uid, query):
+    response = http.post(f"/api/orchestrators/Delay/{uid}?{query}", json=LIVE)
+    assert (response.status_code, response.get_json()["code"]) == (400, "invalid_query_parameter")
+    assert status_of(http, uid).status_code == 404
+
+
+def test_a_retried_start_with_the_same_idempotency_key_answers_202_with_the_same_instance(http, uid):
+    headers = {"Idempotency-Key": f"key-{uid}"}
+    first = http.post(f"/api/orchestrators/Delay/{uid}", json=LIVE, headers=headers)
+    again = http.post(f"/api/orchestrators/Delay/{uid}", json=LIVE, headers=headers)
+    assert (first.status_code, again.status_code) == (202, 202)
+    other = http.post(f"/api/orchestrators/Delay/{uid}", json=LIVE, headers={"Idempotency-Key": "x"})
+    assert other.status_code == 409
+    http.post(instance_path(uid, "terminate"))
+
+
+def test_an_idempotency_key_without_an_instance_id_finds_the_same_instance(http, uid):
+    headers = {"Idempotency-Key": f"key-{uid}"}
+    first = http.post("/api/orchestrators/Delay", json=LIVE, headers=headers).get_json()["id"]
+    again = http.post("/api/orchestrators/Delay", json=LIVE, headers=headers).get_json()["id"]
+    assert first == again
+    http.post(instance_path(first, "terminate"))
 
 
 # -- generic errors ------------------------------------------------------------

@@ -72,14 +72,13 @@ def test_bad_input_is_refused_with_one_line(uid):
 
 
 def test_suspend_resume_and_raise_event(client, worker, uid):
-    client.start_new("AwaitsApproval", uid)
+    client.start_new("WaitLast", uid)
     assert cli("suspend", uid, "--reason", "maintenance").returncode == 0
     assert cli_json("status", uid)["runtimeStatus"] == "Suspended"
     assert_refused(cli("suspend", uid), EXIT_CONFLICT, "")
     assert cli("resume", uid).stdout.strip() == f"Resumed {uid}"
 
-    assert_refused(cli("raise-event", uid, "Approve", "--data", "Paris"), EXIT_BAD_INPUT, "not JSON")
-    assert cli_json("raise-event", uid, "Approve", "--data", '"Paris"') == {"instanceId": uid,
-                                                                            "event": "Approve"}
-    assert client.wait_for_completion(uid, timeout=30).output == "Hello Paris!"
-    assert_refused(cli("raise-event", f"{uid}-unknown", "Approve"), EXIT_NOT_FOUND, "No instance")
+    assert_refused(cli("raise-event", uid, "Done", "--data", "Paris"), EXIT_BAD_INPUT, "not JSON")
+    assert cli_json("raise-event", uid, "Done", "--data", '"Paris"') == {"instanceId": uid, "event": "Done"}
+    assert client.wait_for_completion(uid, timeout=30).output == "Paris"
+    assert_refused(cli("raise-event", f"{uid}-unknown", "Done"), EXIT_NOT_FOUND, "No instance")
