@@ -50,12 +50,14 @@ singleton_max_countdown = float(
 )
 
 # -- Operations -----------------------------------------------------------------
-# Flower shows only what task events carry: turn them on, the "sent" event included.
-# TASK_EVENTS=0 turns both off: the sent event costs every published message one more
-# Redis command (a start: 3 instead of 2), and each step 3 event messages.
-_task_events = _env.get("TASK_EVENTS", "1") not in ("0", "false", "no")
-worker_send_task_events = _task_events
-task_send_sent_event = _task_events
+# Flower shows only what task events carry. Workers send theirs (received, started,
+# succeeded...: each step's arguments, run label and outcome) unless TASK_EVENTS=0.
+# The "sent" event, which shows a task still queued, is opt-in (TASK_SENT_EVENTS=1;
+# make run turns it on): it costs every publish one more Redis command, a start 3
+# instead of 2.
+_OFF = ("", "0", "false", "no")
+worker_send_task_events = _env.get("TASK_EVENTS", "1").lower() not in _OFF
+task_send_sent_event = _env.get("TASK_SENT_EVENTS", "0").lower() not in _OFF
 # Every line a step logs names its instance and run (singleton/logs.py).
 worker_log_format = WORKER_LOG_FORMAT
 worker_task_log_format = WORKER_TASK_LOG_FORMAT

@@ -31,9 +31,9 @@ def main() -> None:
 
         clients = {}
         variants = [
-            ("plain, no sent event", "celery.app.amqp:AMQP", False),
-            ("plain", "celery.app.amqp:AMQP", True),
-            ("labelled", "singleton.monitoring:RunLabelAMQP", True),
+            ("plain AMQP", "celery.app.amqp:AMQP", False),
+            ("RunLabelAMQP", "singleton.monitoring:RunLabelAMQP", False),
+            ("plain + sent event", "celery.app.amqp:AMQP", True),
         ]
         for label, amqp, sent_event in variants:
             app = Celery("bench", task_cls=singleton.SingletonTask, amqp=amqp)

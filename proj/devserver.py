@@ -60,6 +60,8 @@ def main() -> int:
     env["BEAT_SCHEDULE"] = str(run_dir / "celerybeat-schedule")
     if not env.get("API_KEYS"):
         env.setdefault("API_AUTH", "anonymous")
+    # Locally, Flower also shows tasks still queued (one more Redis command a publish).
+    env.setdefault("TASK_SENT_EVENTS", "1")
     if not env.get("FLOWER_BASIC_AUTH"):
         env["FLOWER_UNAUTHENTICATED_API"] = "true"
     server = None
