@@ -48,6 +48,8 @@ singleton_step_lease = float(_env.get("SINGLETON_STEP_LEASE", "60"))
 singleton_max_countdown = float(
     _env.get("SINGLETON_MAX_COUNTDOWN", str(broker_transport_options["visibility_timeout"] / 2))
 )
+singleton_run_lease = float(_env.get("SINGLETON_RUN_LEASE", "300"))
+singleton_reconcile_interval = float(_env.get("SINGLETON_RECONCILE_INTERVAL", "30"))
 
 # -- Operations -----------------------------------------------------------------
 # Flower shows only what task events carry. Workers send theirs (received, started,
@@ -65,7 +67,13 @@ worker_task_log_format = WORKER_TASK_LOG_FORMAT
 # Periodic singleton jobs: each tick starts the orchestrator under a fixed instance ID
 # through the worker-side starter task; overlap says what a tick does while the previous
 # run is still live (skip, buffer_one or terminate_other; see singleton/schedules.py).
+# The stuck-run reconciler (singleton.recovery) also runs from beat.
 beat_schedule = {
+    "singleton-reconcile": {
+        "task": "singleton.reconcile",
+        "schedule": singleton_reconcile_interval,
+        "options": {"expires": singleton_reconcile_interval},
+    },
     # Syncs the inventory every 30 s; a sync with many changes takes longer than that,
     # and the ticks that fall inside it are skipped (logged and counted).
     "sync-inventory": singleton_entry(

@@ -5,7 +5,7 @@ from typing import Any
 from celery import chain
 from celery.canvas import Signature
 
-from singleton import continue_as_new, orchestrator, wait_for_external_event
+from singleton import UNSET, continue_as_new, orchestrator, wait_for_external_event
 
 from .tasks import apply_changes, approved, count, explode, fetch_changes, prepare, say_hello, wait
 
@@ -64,8 +64,8 @@ def ApprovalWorkflow(input: Any) -> Signature:  # noqa: N802
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
                                 or not 0 < timeout <= MAX_DELAY_SECONDS):
         raise ValueError(f"timeout must be a number of seconds in (0, {MAX_DELAY_SECONDS}]")
-    default = {"default": options["default"]} if "default" in options else {}
-    return chain(wait_for_external_event("Approval", timeout=timeout, **default), approved.s())
+    default = options.get("default", UNSET)
+    return chain(wait_for_external_event("Approval", timeout=timeout, default=default), approved.s())
 
 
 @orchestrator

@@ -4,8 +4,8 @@ The public surface, grouped:
 
 - Defining work: ``orchestrator`` (decorator), ``SingletonTask`` (the app's task
   class), ``init_app`` (registers the layer's tasks and signals on an app).
-- Inside a run: ``wait_for_external_event`` and ``continue_as_new`` (canvas steps),
-  ``set_custom_status`` (from a step).
+- Inside a run: ``wait_for_external_event`` and ``continue_as_new`` (canvas steps;
+  ``UNSET`` marks "no default" / "no input"), ``set_custom_status`` (from a step).
 - Starting and managing: ``OrchestrationClient``, ``StatusPage``; start policies
   ``IfLive`` and ``IfFinished``.
 - Statuses: ``RuntimeStatus``, ``OrchestrationStatus``, ``StepHistory``,
@@ -15,7 +15,7 @@ The public surface, grouped:
 """
 
 from .client import OrchestrationClient, StatusPage
-from .durable import continue_as_new, set_custom_status, wait_for_external_event
+from .durable import UNSET, continue_as_new, set_custom_status, wait_for_external_event
 from .errors import (
     InstanceAlreadyExists,
     InstanceError,
@@ -58,6 +58,7 @@ __all__ = [
     "wait_for_external_event",
     "continue_as_new",
     "set_custom_status",
+    "UNSET",
     # starting and managing
     "OrchestrationClient",
     "StatusPage",

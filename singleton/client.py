@@ -65,6 +65,7 @@ class OrchestrationClient:
         """Bind the client to a Celery app on which ``singleton.init_app`` was called."""
         self._app = app
         self._store = runtime(app).store
+        self._run_lease = runtime(app).settings.run_lease
 
     # -- starting ---------------------------------------------------------------
     def start_new(
@@ -114,6 +115,7 @@ class OrchestrationClient:
         claim = self._store.claim(
             instance_id, orchestrator.name, identity.run_id, input_json,
             if_live=live, if_finished=finished, request_id=request_id,
+            lease_s=orchestrator.lease or self._run_lease, timeout_s=orchestrator.timeout or 0.0,
         )
         if claim.outcome == "existing":
             return instance_id

@@ -35,14 +35,22 @@ TIMER_TASK = "singleton.timer"
 
 
 # -- canvas steps -----------------------------------------------------------------
-def wait_for_external_event(name: str, *, timeout: float | None = None, **default: Any) -> Signature:
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()  # "no value given", where None is a value
+
+
+def wait_for_external_event(name: str, *, timeout: float | None = None, default: Any = UNSET) -> Signature:
     """Return a step that parks the run until event `name` arrives; its data is the result.
 
     Args:
         name: the event name (1-256 characters, no control characters).
         timeout: seconds to wait; None waits for ever.
-        default: ``default=<value>`` to continue with that value when the timeout
-            passes; without it, a timeout fails the run ("EventTimeout: ...").
+        default: the value to continue with when the timeout passes; without it, a
+            timeout fails the run ("EventTimeout: ...").
 
     Returns:
         An immutable signature: the previous step's result is not its input.
@@ -50,26 +58,24 @@ def wait_for_external_event(name: str, *, timeout: float | None = None, **defaul
     validate_event_name(name)
     if timeout is not None and not timeout > 0:
         raise ValueError("timeout must be a positive number of seconds")
-    if set(default) - {"default"}:
-        raise TypeError(f"unexpected keyword arguments {sorted(set(default) - {'default'})}")
-    options = {"name": name, "timeout": timeout, "has_default": "default" in default,
-               "default": default.get("default")}
+    has_default = default is not UNSET
+    options = {"name": name, "timeout": timeout, "has_default": has_default,
+               "default": default if has_default else None}
     return signature(WAIT_TASK, kwargs=options, immutable=True)
 
 
-def continue_as_new(*input: Any, delay: float = 0) -> Signature:
+def continue_as_new(input: Any = UNSET, *, delay: float = 0) -> Signature:
     """Return a last step that restarts the instance as a new run, without freeing its ID.
 
     ``continue_as_new(value)`` gives the new run that input; ``continue_as_new()``
     gives it the previous step's result. The new run's canvas is published after
     `delay` seconds (a countdown, not a sleeping worker).
     """
-    if len(input) > 1:
-        raise TypeError("continue_as_new takes at most one input")
     if delay < 0:
         raise ValueError("delay must not be negative")
-    options = {"delay": delay, "has_input": bool(input), "input": input[0] if input else None}
-    return signature(CONTINUE_TASK, kwargs=options, immutable=bool(input))
+    has_input = input is not UNSET
+    options = {"delay": delay, "has_input": has_input, "input": input if has_input else None}
+    return signature(CONTINUE_TASK, kwargs=options, immutable=has_input)
 
 
 def set_custom_status(value: Any) -> bool:
@@ -194,7 +200,7 @@ class ContinueTask(SingletonTask):
         new_run = uuid.uuid4().hex
         store = runtime(self.app).store
         if not store.continue_as_new(identity.instance_id, identity.run_id, new_run, input_json,
-                                     self.request.id):
+                                     self.request.id, delay):
             raise Ignore()
         try:
             publish_continued(self.app, identity.instance_id, identity.name, new_run, new_input, delay)

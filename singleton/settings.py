@@ -19,6 +19,10 @@ class Settings:
             renews it every third of that while the step runs.
         max_connections: size of the per-process Redis connection pool.
         connection_wait: seconds a call waits for a free pooled connection.
+        run_lease: seconds a live run may go without a sign of life (a step starting
+            or ending, a running step's heartbeat) before the reconciler fails it as
+            lost; the default of orchestrators that set no ``lease``.
+        reconcile_interval: seconds between two passes of the reconciler (beat).
         max_countdown: the longest countdown a timer message is given, in seconds.
             Keep it well below the Redis broker's visibility timeout: a message
             held longer than that is delivered again. Longer waits hop.
@@ -30,6 +34,8 @@ class Settings:
     max_connections: int = 50
     connection_wait: float = 10.0
     max_countdown: float = 1800.0
+    run_lease: float = 300.0
+    reconcile_interval: float = 30.0
 
     @classmethod
     def from_conf(cls, conf: Any) -> Settings:

@@ -9,7 +9,8 @@ hash tag, so an instance's keys and the index entries a claim touches share a sl
 
     <p>:{<s>}:i:<instance_id>      hash  the record: name, run, fence, status, input,
                                          output, custom, created, updated (times in µs),
-                                         request (idempotency key), continuedby, and
+                                         request (idempotency key), continuedby, lease,
+                                         timeout and deadline (µs), and
                                          while parked: park, parkvalue, waiting,
                                          waittask, waitfinal, waitdefault
     <p>:{<s>}:steps:<instance_id>  hash  step markers of the live run, by task id:
@@ -21,11 +22,14 @@ hash tag, so an instance's keys and the index entries a claim touches share a sl
     <p>:{<s>}:ev:<instance_id>     hash  buffered events: name -> JSON array of payloads
     <p>:{<s>}:created              zset  listing index: instance_id -> created time (µs)
     <p>:{<s>}:expiring             zset  terminal records: instance_id -> expiry (µs)
+    <p>:{<s>}:alive                zset  live runs: instance_id -> when the run is overdue
+                                         (last sign of life + lease, capped by its
+                                         deadline); the reconciler reads it
     <p>:{<s>}:prev:<instance_id>   hash  the finished record a claim replaced, kept
                                          5 minutes so a failed publish can restore it
 
-Every script receives all seven keys of its instance, in the order above (record,
-steps, created, expiring, prev, history, events), so each is one slot in a cluster.
+Every script receives all eight keys of its instance (record, steps, created,
+expiring, prev, history, events, alive), so each is one slot in a cluster.
 Event names are hash fields, never part of a key.
 
 Protocol. A claim refuses when the record's status is live (unless a start policy
@@ -80,8 +84,18 @@ local function history(hist, steps, task_id, outcome, result)
     start = string.sub(began, 1, sep - 1), ['end'] = fmt(now_us()), outcome = outcome,
     result = result}))
 end
+-- A sign of life: the run may stay silent for its lease (plus `extra_us`) before the
+-- reconciler fails it as lost, and never beyond its deadline (the run's timeout).
+local function alive(k, extra_us)
+  local f = redis.call('HMGET', k.inst, 'lease', 'deadline')
+  local until_us = now_us() + (tonumber(f[1]) or 0) + (extra_us or 0)
+  local deadline = tonumber(f[2])
+  if deadline and deadline < until_us then until_us = deadline end
+  redis.call('ZADD', k.alive, fmt(until_us), k.id)
+end
 local function finish(k, id, status, output, retention_us)
   local now = now_us()
+  redis.call('ZREM', k.alive, id)
   redis.call('HSET', k.inst, 'status', status, 'output', output, 'updated', fmt(now))
   redis.call('HDEL', k.inst, unpack(PARK_FIELDS))
   redis.call('PEXPIRE', k.inst, math.floor(retention_us / 1000))
@@ -123,6 +137,7 @@ local function take_wait(k, id, value, outcome, retention_us)
   end
   redis.call('HDEL', k.inst, 'park', 'parkvalue')
   redis.call('HSET', k.inst, 'updated', fmt(now_us()))
+  alive(k)
   return {'release', w[3], w[4], value}
 end
 """.replace("LIVE_TABLE", ", ".join(f"{s.value} = true" for s in LIVE_STATUSES))
@@ -130,10 +145,13 @@ end
 # Every script names its keys in this order (a prefix of it): see Store._keys.
 _KEYS = """
 local k = {inst = KEYS[1], steps = KEYS[2], created = KEYS[3], expiring = KEYS[4],
-  prev = KEYS[5], hist = KEYS[6], events = KEYS[7]}
+  prev = KEYS[5], hist = KEYS[6], events = KEYS[7], alive = KEYS[8]}
+-- The instance ID is what follows the shard's "}:i:" in the record's key.
+k.id = string.sub(KEYS[1], string.find(KEYS[1], '}:i:', 1, true) + 4)
 """
 
-# ARGV: id, name, run, input, if_live, if_finished, request_id, retention_us.
+# ARGV: id, name, run, input, if_live, if_finished, request_id, retention_us, lease_us,
+#       timeout_us (0: none).
 _CLAIM = """
 local cur = redis.call('HMGET', k.inst, 'status', 'run', 'fence', 'request')
 local status = cur[1]
@@ -159,6 +177,11 @@ redis.call('DEL', k.inst, k.steps, k.hist, k.events)
 redis.call('HSET', k.inst, 'name', ARGV[2], 'run', ARGV[3], 'fence', fmt(fence),
   'status', 'Pending', 'input', ARGV[4], 'created', fmt(now), 'updated', fmt(now))
 if ARGV[7] ~= '' then redis.call('HSET', k.inst, 'request', ARGV[7]) end
+redis.call('HSET', k.inst, 'lease', ARGV[9])
+if tonumber(ARGV[10]) > 0 then
+  redis.call('HSET', k.inst, 'timeout', ARGV[10], 'deadline', fmt(now + tonumber(ARGV[10])))
+end
+alive(k)
 redis.call('ZADD', k.created, fmt(now), ARGV[1])
 redis.call('ZREM', k.expiring, ARGV[1])
 local due = redis.call('ZRANGEBYSCORE', k.expiring, '-inf', fmt(now), 'LIMIT', 0, 4)
@@ -176,6 +199,7 @@ _UNDO_CLAIM = """
 local cur = redis.call('HMGET', k.inst, 'run', 'status', 'fence')
 if cur[1] ~= ARGV[2] or cur[2] ~= 'Pending' then return 0 end
 redis.call('DEL', k.inst)
+redis.call('ZREM', k.alive, ARGV[1])
 local previous = redis.call('DUMP', k.prev)
 if not previous then
   redis.call('ZREM', k.created, ARGV[1])
@@ -213,6 +237,7 @@ end
 redis.call('HSET', k.steps, ARGV[2], 'run:' .. ARGV[3] .. ':' .. fmt(now + tonumber(ARGV[4])),
   't:' .. ARGV[2], fmt(now) .. '|' .. ARGV[6])
 redis.call('PEXPIRE', k.steps, math.floor(tonumber(ARGV[5]) / 1000))
+alive(k)
 if cur[2] ~= 'Running' then
   redis.call('HSET', k.inst, 'status', 'Running', 'updated', fmt(now))
 else
@@ -230,8 +255,10 @@ if not step or string.sub(step, 1, #mine) ~= mine then return 0 end
 if ARGV[4] == 'done' then
   history(k.hist, k.steps, ARGV[2], 'Completed', ARGV[5])
   redis.call('HSET', k.steps, ARGV[2], 'done:' .. ARGV[5])
+  alive(k)
 elseif ARGV[4] == 'renew' then
   redis.call('HSET', k.steps, ARGV[2], mine .. fmt(now_us() + tonumber(ARGV[5])))
+  alive(k)
 else
   -- Keep the start time: a failure recorded next still finds it for the history.
   redis.call('HDEL', k.steps, ARGV[2])
@@ -261,6 +288,7 @@ _PURGE = """
 local status = redis.call('HGET', k.inst, 'status')
 if status and LIVE[status] then return {'live', status} end
 redis.call('DEL', k.inst, k.steps, k.hist, k.events)
+redis.call('ZREM', k.alive, ARGV[1])
 redis.call('ZREM', k.created, ARGV[1])
 redis.call('ZREM', k.expiring, ARGV[1])
 if not status then return {'missing', ''} end
@@ -284,6 +312,7 @@ if not cur[1] then return {'missing', ''} end
 if not LIVE[cur[1]] then return {'terminal', cur[1]} end
 if cur[1] ~= 'Suspended' then return {'conflict', cur[1]} end
 redis.call('HSET', k.inst, 'status', 'Running', 'updated', fmt(now_us()))
+alive(k)
 if cur[2] and not cur[4] then
   redis.call('HDEL', k.inst, 'park', 'parkvalue')
   return {'release', cur[1], cur[2], cur[3] or ''}
@@ -358,9 +387,9 @@ redis.call('HSET', k.inst, 'custom', ARGV[2], 'updated', fmt(now_us()))
 return 1
 """
 
-# ARGV: run, new run, new input, task_id of the continue-as-new step.
+# ARGV: run, new run, new input, task_id of the continue-as-new step, delay_us.
 _CONTINUE = """
-local cur = redis.call('HMGET', k.inst, 'run', 'status', 'fence')
+local cur = redis.call('HMGET', k.inst, 'run', 'status', 'fence', 'timeout')
 if cur[1] ~= ARGV[1] or not LIVE[cur[2]] then return 0 end
 local now = now_us()
 local fence = math.max(tonumber(cur[3]) + 1, now)
@@ -368,7 +397,36 @@ redis.call('HSET', k.inst, 'run', ARGV[2], 'fence', fmt(fence), 'status', 'Conti
   'input', ARGV[3], 'continuedby', ARGV[4], 'updated', fmt(now))
 redis.call('HDEL', k.inst, unpack(PARK_FIELDS))
 redis.call('DEL', k.steps, k.hist)
+-- Each run of an eternal orchestration has its own timeout, counted from its start.
+if cur[4] then
+  redis.call('HSET', k.inst, 'deadline', fmt(now + tonumber(ARGV[5]) + tonumber(cur[4])))
+end
+alive(k, tonumber(ARGV[5]))
 return 1
+"""
+
+# ARGV: retention_us, output if lost, output if timed out. Fails a live run that has
+# given no sign of life within its lease, or has passed its deadline (the timeout).
+_REAP = """
+local f = redis.call('HMGET', k.inst, 'status', 'deadline', 'park')
+if not f[1] or not LIVE[f[1]] then
+  redis.call('ZREM', k.alive, k.id)
+  return 'gone'
+end
+local now = now_us()
+local due = tonumber(redis.call('ZSCORE', k.alive, k.id) or '0')
+if due > now then return 'alive' end
+if f[2] and tonumber(f[2]) <= now then
+  finish(k, k.id, 'Failed', ARGV[3], tonumber(ARGV[1]))
+  return 'timed_out'
+end
+-- A suspended run, or one waiting for an event, is silent by design.
+if f[1] == 'Suspended' or f[3] then
+  alive(k)
+  return 'parked'
+end
+finish(k, k.id, 'Failed', ARGV[2], tonumber(ARGV[1]))
+return 'lost'
 """
 
 # ARGV: run. The new run of a continue-as-new is published: it reads Running.
@@ -464,6 +522,7 @@ class Store:
             "purge": _PURGE, "suspend": _SUSPEND, "resume": _RESUME, "park": _PARK,
             "raise_event": _RAISE_EVENT, "event_timeout": _EVENT_TIMEOUT, "repark": _REPARK,
             "set_custom": _SET_CUSTOM, "continue": _CONTINUE, "continued": _CONTINUED,
+            "reap": _REAP,
         }
         self._scripts = {name: client.register_script(_PRELUDE + _KEYS + body)
                          for name, body in scripts.items()}
@@ -486,6 +545,7 @@ class Store:
             f"{shard}:prev:{instance_id}",
             f"{shard}:h:{instance_id}",
             f"{shard}:ev:{instance_id}",
+            f"{shard}:alive",
         ]
 
     def _shard_keys(self, name: str) -> list[str]:
@@ -503,10 +563,16 @@ class Store:
         if_live: str = "fail",
         if_finished: str = "allow",
         request_id: str = "",
+        lease_s: float = 300.0,
+        timeout_s: float = 0.0,
     ) -> ClaimResult:
-        """Claim the ID for a new Pending run as the policies allow (one round trip)."""
+        """Claim the ID for a new Pending run as the policies allow (one round trip).
+
+        `lease_s` is how long the run may stay silent before the reconciler fails it
+        as lost; `timeout_s` (0: none) is the longest it may take in all.
+        """
         args = [instance_id, name, run_id, input_json, if_live, if_finished, request_id,
-                self._retention_us]
+                self._retention_us, int(lease_s * 1_000_000), int(timeout_s * 1_000_000)]
         reply = [_text(v) for v in self._run("claim", instance_id, args)]
         if reply[0] == "claimed":
             return ClaimResult("claimed", RuntimeStatus.PENDING, run_id, int(reply[1]))
@@ -624,15 +690,38 @@ class Store:
 
     @_unavailable
     def continue_as_new(self, instance_id: str, run_id: str, new_run_id: str, input_json: str,
-                        task_id: str) -> bool:
+                        task_id: str, delay_s: float = 0.0) -> bool:
         """Move the ID from the current run to a new one (ContinuedAsNew), never freeing it."""
-        args = [run_id, new_run_id, input_json, task_id]
+        args = [run_id, new_run_id, input_json, task_id, int(delay_s * 1_000_000)]
         return bool(self._run("continue", instance_id, args))
 
     @_unavailable
     def continued(self, instance_id: str, new_run_id: str) -> bool:
         """Mark a continued run as published: ContinuedAsNew becomes Running."""
         return bool(self._run("continued", instance_id, [new_run_id]))
+
+    # -- recovery ---------------------------------------------------------------
+    @_unavailable
+    def due(self, limit: int) -> list[str]:
+        """Return up to `limit` live instances per shard whose sign of life is overdue."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.time()  # Redis' clock, the one every score was written with
+        for key in self._shard_keys("alive"):
+            pipe.zrange(key, 0, limit - 1, withscores=True)
+        (seconds, micros), *shards = pipe.execute()
+        now_us = seconds * 1_000_000 + micros
+        return [_text(m) for rows in shards for m, score in rows if score <= now_us]
+
+    @_unavailable
+    def reap(self, instance_ids: Iterable[str], lost_json: str, timed_out_json: str) -> list[str]:
+        """Fail each overdue run (lost or timed out), one script each, in one round trip.
+
+        Returns each instance's outcome: lost, timed_out, parked, alive or gone.
+        """
+        pipe = self._redis.pipeline(transaction=False)
+        for instance_id in instance_ids:
+            self._run("reap", instance_id, [self._retention_us, lost_json, timed_out_json], client=pipe)
+        return [_text(outcome) for outcome in pipe.execute()]
 
     # -- reads ------------------------------------------------------------------
     def read(self, instance_id: str) -> dict[str, str] | None:

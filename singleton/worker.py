@@ -267,9 +267,10 @@ def init_app(app: Celery) -> None:
                 identity.instance_id, identity.run_id, RuntimeStatus.TERMINATED, dumps("revoked")
             )
 
-    from . import durable  # it builds on this module
+    from . import durable, recovery  # they build on this module
 
     durable.register(app)
+    recovery.register(app)
     task_failure.connect(on_failure, weak=False)
     task_revoked.connect(on_revoked, weak=False)
 

@@ -10,12 +10,16 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
 from proj.redis_server import RedisServer
+from singleton.store import Store
+
+STORE_RETENTION_S = 60.0
 
 # Short leases and visibility timeout so that crash and redelivery tests finish fast.
 TEST_ENV = {
@@ -74,6 +78,32 @@ def client(app):
     from singleton import OrchestrationClient
 
     return OrchestrationClient(app)
+
+
+@pytest.fixture
+def prefix(redis_client: redis.Redis) -> Iterator[str]:
+    """Return a key prefix no other test uses; delete its keys afterwards."""
+    p = f"st-{uuid.uuid4().hex}"
+    yield p
+    leftovers = redis_client.keys(f"{p}*")
+    if leftovers:
+        redis_client.delete(*leftovers)
+
+
+@pytest.fixture
+def make_store(redis_client: redis.Redis, prefix: str) -> Callable[..., Store]:
+    """Return a factory of Stores on the test Redis under the test's own prefix."""
+
+    def make(retention_s: float = STORE_RETENTION_S) -> Store:
+        return Store(redis_client, prefix=prefix, retention_s=retention_s)
+
+    return make
+
+
+@pytest.fixture
+def store(make_store: Callable[..., Store]) -> Store:
+    """Return a Store under the test's own prefix (no worker involved)."""
+    return make_store()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from celery import chain, group
 from celery.canvas import Signature
 
 from proj.celery import app
-from singleton import orchestrator, wait_for_external_event
+from singleton import UNSET, orchestrator, wait_for_external_event
 
 
 def record(key: str, event: str, task_id: str, **extra: Any) -> None:
@@ -171,8 +171,7 @@ def WaitLast(input: Any) -> Signature:  # noqa: N802
 @orchestrator
 def WaitWithTimeout(input: dict) -> Signature:  # noqa: N802
     """Wait for ``Never`` with a timeout (and a default when the input has one)."""
-    default = {"default": input["default"]} if "default" in input else {}
-    wait = wait_for_external_event("Never", timeout=input["timeout"], **default)
+    wait = wait_for_external_event("Never", timeout=input["timeout"], default=input.get("default", UNSET))
     return chain(wait, collect.s(input["key"]))
 
 
@@ -186,6 +185,24 @@ def HeldThenStep(input: dict) -> Signature:  # noqa: N802
 def HeldOrExisting(input: dict) -> Signature:  # noqa: N802
     """Like Held, with ``use_existing`` as the orchestrator's default live policy."""
     return held_step.si(input["key"])
+
+
+@orchestrator(lease=1)
+def Unconsumed(input: dict) -> Signature:  # noqa: N802
+    """A run whose only message goes to a queue no worker reads: its messages are 'gone'."""
+    return probe_step.si(0, input["key"]).set(queue="nobody-reads-this")
+
+
+@orchestrator(lease=1)
+def LongerThanLease(input: dict) -> Signature:  # noqa: N802
+    """One step that runs three times its run's lease, kept alive by its heartbeat."""
+    return probe_step.si(3, input["key"])
+
+
+@orchestrator(timeout=1)
+def Overdue(input: dict) -> Signature:  # noqa: N802
+    """A run that takes longer than its timeout."""
+    return chain(probe_step.si(2.5, input["key"]), probe_step.si(0, input["key"]))
 
 
 # -- operations (issue 5) -------------------------------------------------------
@@ -205,4 +222,3 @@ def Timed(input: dict) -> Signature:  # noqa: N802
     """``steps`` steps of ``seconds`` each, recording their run under ``key``."""
     steps = [run_step.si(input["seconds"], input["key"], i) for i in range(input.get("steps", 1))]
     return chain(*steps) if len(steps) > 1 else steps[0]
-

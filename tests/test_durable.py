@@ -170,6 +170,15 @@ def test_counter_counts_up_under_one_id_until_terminated(client, uid):
     assert custom_count(client, uid) == stopped
 
 
+def test_a_delay_longer_than_one_timer_hop_continues_through_the_timer(client, uid):
+    # The tests' timers hop at most 3 s: a 4 s interval goes through singleton.timer.
+    client.start_new("Counter", uid, {"count": 0, "interval": 4})
+    wait_until(lambda: custom_count(client, uid) == 0, 20, "the first cycle")
+    assert client.get_status(uid).runtime_status is RuntimeStatus.RUNNING
+    wait_until(lambda: custom_count(client, uid) == 1, 20, "the second cycle, 4 s later")
+    client.terminate(uid)
+
+
 def test_continue_as_new_under_50_concurrent_starts_never_lets_one_in(client, uid):
     client.start_new("Counter", uid, {"count": 0, "interval": 0.1})
     wait_until(lambda: custom_count(client, uid) >= 1, 30, "the first cycle")

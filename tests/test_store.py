@@ -21,10 +21,10 @@ from redis.retry import Retry
 from proj.redis_server import free_port
 from singleton import RuntimeStatus, ServiceUnavailable
 from singleton.store import SHARDS, ClaimResult, Store
+from tests.conftest import STORE_RETENTION_S
 
 INF = float("inf")
-RETENTION_S = 60.0
-
+RETENTION_S = STORE_RETENTION_S
 
 # -- helpers ---------------------------------------------------------------------------
 
@@ -83,28 +83,6 @@ def poll(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "a cond
 
 
 # -- fixtures --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def prefix(redis_client: redis.Redis) -> Iterator[str]:
-    p = f"st-{uuid.uuid4().hex}"
-    yield p
-    leftovers = redis_client.keys(f"{p}*")
-    if leftovers:
-        redis_client.delete(*leftovers)
-
-
-@pytest.fixture
-def make_store(redis_client: redis.Redis, prefix: str) -> Callable[..., Store]:
-    def make(retention_s: float = RETENTION_S) -> Store:
-        return Store(redis_client, prefix=prefix, retention_s=retention_s)
-
-    return make
-
-
-@pytest.fixture
-def store(make_store: Callable[..., Store]) -> Store:
-    return make_store()
 
 
 # -- claims ----------------------------------------------------------------------------
@@ -604,7 +582,7 @@ def test_all_keys_of_a_claim_start_with_the_prefix_and_share_one_hash_tag(
 
     tag = f"{{{shard_of('tagged'):x}}}"
     base = f"{prefix}:{tag}"
-    assert live_keys == {f"{base}:i:tagged", f"{base}:steps:tagged", f"{base}:created"}
+    assert live_keys == {f"{base}:i:tagged", f"{base}:steps:tagged", f"{base}:created", f"{base}:alive"}
     assert ended_keys == {f"{base}:i:tagged", f"{base}:created", f"{base}:expiring"}
     for key in live_keys | ended_keys:
         assert key.startswith(f"{prefix}:")
@@ -634,7 +612,10 @@ def test_instance_ids_with_braces_or_colons_only_touch_their_own_keys(
     expected |= {f"{prefix}:{{{shard_of('victim'):x}}}:steps:victim"}
     expected |= {shard_key(prefix, i, "created") for i in everything}
     expected |= {shard_key(prefix, i, "expiring") for i in WEIRD_IDS}
+    expected |= {shard_key(prefix, "victim", "alive")}
     assert keys_of(redis_client, prefix) == expected
+    # The scripts read the instance ID back out of the record's key: only the victim is live.
+    assert redis_client.zrange(shard_key(prefix, "victim", "alive"), 0, -1) == [b"victim"]
     for instance_id in WEIRD_IDS:
         key = inst_key(prefix, instance_id)
         assert redis_client.type(key) == b"hash"

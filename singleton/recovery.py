@@ -1,0 +1,57 @@
+"""Stuck-run recovery: fail live runs that gave no sign of life within their lease.
+
+A run shows signs of life when a step starts or ends and while a running step's
+heartbeat renews its lease; each refreshes the run's entry in its shard's ``alive``
+index. A run whose messages are gone (broker flushed, an early-acked message lost
+with its worker) stops refreshing it, and the reconciler fails it as lost, freeing
+its ID. A run past its orchestrator's ``timeout`` fails as timed out. Suspended runs
+and runs waiting for an event are silent by design and are left alone.
+
+The reconciler is the ``singleton.reconcile`` task; celeryconfig schedules it with
+beat every ``singleton_reconcile_interval`` seconds. Every decision is made inside
+one script per run, so two reconcilers at once are harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from celery import Celery, Task
+from kombu.utils.json import dumps
+
+from .store import Store
+from .worker import runtime
+
+logger = logging.getLogger(__name__)
+
+RECONCILE_TASK = "singleton.reconcile"
+# Overdue runs examined per shard and pass; a backlog drains over the next passes.
+BATCH = 100
+
+
+def reconcile(store: Store, *, batch: int = BATCH) -> Counter[str]:
+    """Fail the overdue live runs of every shard; return how many ended which way.
+
+    Returns:
+        A Counter of outcomes: lost, timed_out, and parked, alive or gone for the
+        runs that turned out not to be stuck.
+    """
+    overdue = store.due(batch)
+    if not overdue:
+        return Counter()
+    lost = dumps("Lost: the run gave no sign of life within its lease; its messages are gone.")
+    timed_out = dumps("TimedOut: the run did not finish within its orchestrator's timeout.")
+    outcomes = store.reap(overdue, lost, timed_out)
+    for instance_id, outcome in zip(overdue, outcomes, strict=True):
+        if outcome in ("lost", "timed_out"):
+            logger.warning("Failed instance %r: %s.", instance_id, outcome.replace("_", " "))
+    return Counter(outcomes)
+
+
+def register(app: Celery) -> None:
+    """Register the reconciler task on `app`."""
+
+    @app.task(name=RECONCILE_TASK, bind=True, base=Task, ignore_result=True)
+    def reconcile_task(self: Task) -> dict[str, int]:
+        return dict(reconcile(runtime(self.app).store))

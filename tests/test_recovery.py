@@ -1,0 +1,110 @@
+"""Stuck-run recovery: the reconciler fails lost and overdue runs and frees their IDs."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from singleton import RuntimeStatus
+from singleton.recovery import RECONCILE_TASK, reconcile
+from singleton.store import Store
+from singleton.worker import runtime
+from tests.probe import events
+from tests.workers import wait_until
+
+
+def claim(store: Store, instance_id: str, **options):
+    return store.claim(instance_id, "Probe", uuid.uuid4().hex, "null", **options)
+
+
+def past(seconds: float) -> None:
+    """Let a lease or timeout of `seconds` pass (the condition is a wall-clock duration)."""
+    time.sleep(seconds)
+
+
+# -- the reconciler against the store ---------------------------------------------------
+def test_a_run_silent_beyond_its_lease_is_failed_as_lost_and_its_id_freed(store: Store) -> None:
+    claim(store, "quiet", lease_s=0.2)
+    assert reconcile(store) == {}  # not overdue yet
+    past(0.3)
+    assert reconcile(store) == {"lost": 1}
+    record = store.read("quiet")
+    assert record["status"] == "Failed" and record["output"].startswith('"Lost')
+    assert claim(store, "quiet").claimed
+
+
+def test_a_renewed_step_keeps_its_run_alive_past_the_lease(store: Store) -> None:
+    run = claim(store, "busy", lease_s=0.3)
+    store.begin_step("busy", run.run_id, "t1", "tok", 30, "step")
+    for _ in range(4):
+        past(0.15)
+        assert store.mark_step("busy", run.run_id, "t1", "tok", "renew", 30_000_000)
+        assert reconcile(store) == {}
+    assert store.read("busy")["status"] == "Running"
+
+
+def test_a_suspended_run_is_not_lost(store: Store) -> None:
+    claim(store, "paused", lease_s=0.1)
+    store.suspend("paused")
+    past(0.2)
+    assert reconcile(store) == {"parked": 1}
+    assert store.read("paused")["status"] == "Suspended"
+
+
+def test_a_run_past_its_timeout_fails_as_timed_out_even_while_alive(store: Store) -> None:
+    run = claim(store, "slow", lease_s=30, timeout_s=0.2)
+    store.begin_step("slow", run.run_id, "t1", "tok", 30, "step")
+    past(0.3)
+    assert store.mark_step("slow", run.run_id, "t1", "tok", "renew", 30_000_000)
+    assert reconcile(store) == {"timed_out": 1}
+    assert store.read("slow")["output"].startswith('"TimedOut')
+
+
+def test_finished_and_purged_runs_leave_the_alive_index(store: Store) -> None:
+    run = claim(store, "done", lease_s=0.1)
+    store.end_run("done", run.run_id, RuntimeStatus.COMPLETED, "1")
+    claim(store, "purged", lease_s=0.1)
+    store.terminate("purged", '"x"')
+    store.purge("purged")
+    past(0.2)
+    assert reconcile(store) == {}
+
+
+# -- with a real worker -------------------------------------------------------------------
+@pytest.mark.usefixtures("worker")
+def test_a_run_whose_message_nobody_consumes_is_freed_by_the_reconciler_task(app, client, uid):
+    client.start_new("Unconsumed", uid, {"key": uid})
+    past(1.2)
+    app.send_task(RECONCILE_TASK)
+    done = wait_until(lambda: (s := client.get_status(uid)).runtime_status.is_terminal and s, 20,
+                      "the worker's reconciler to fail the run")
+    assert done.runtime_status is RuntimeStatus.FAILED
+    client.start_new("HelloSequence", uid)
+    assert client.wait_for_completion(uid, timeout=20).runtime_status is RuntimeStatus.COMPLETED
+
+
+@pytest.mark.usefixtures("worker")
+def test_a_step_longer_than_the_lease_keeps_its_run_alive(app, client, uid, redis_client):
+    client.start_new("LongerThanLease", uid, {"key": uid})
+    wait_until(lambda: events(redis_client, uid), 20, "the step to start")
+    store = runtime(app).store
+    while client.get_status(uid).runtime_status.is_live:
+        assert reconcile(store).get("lost", 0) == 0
+        time.sleep(0.25)
+    assert client.get_status(uid).runtime_status is RuntimeStatus.COMPLETED
+
+
+def test_an_overdue_run_fails_as_timed_out_and_its_next_step_never_starts(
+    app, client, uid, redis_client, worker
+):
+    client.start_new("Overdue", uid, {"key": uid})
+    wait_until(lambda: events(redis_client, uid), 20, "the first step to start")
+    store = runtime(app).store
+    wait_until(lambda: reconcile(store).get("timed_out"), 10, "the timeout to pass")
+    assert client.get_status(uid).output.startswith("TimedOut")
+    # The step in flight finishes; the next one reaches its gate and is skipped.
+    wait_until(lambda: f"instance {uid!r} is not running this step" in worker.log.read_text(), 20,
+               "the next step to be skipped")
+    assert [e["event"] for e in events(redis_client, uid)] == ["start", "end"]

@@ -1,0 +1,166 @@
+"""The durable scripts of the store (policies, parking, events, continue-as-new), no worker."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import redis
+
+from singleton import RuntimeStatus
+from singleton.store import Store
+from tests.test_store import claim, keys_of
+
+
+def run_of(store: Store, instance_id: str) -> str:
+    return store.read(instance_id)["run"]
+
+
+def begin(store: Store, instance_id: str, task_id: str = "t1", name: str = "step"):
+    return store.begin_step(instance_id, run_of(store, instance_id), task_id, uuid.uuid4().hex, 30, name)
+
+
+def park_for(store: Store, instance_id: str, event: str, task_id: str = "t1", **options):
+    run = run_of(store, instance_id)
+    park = json.dumps({"kind": "event", "run": run, "chain": []})
+    return store.park(instance_id, run, task_id, park, event=event, **options)
+
+
+# -- claims with policies -----------------------------------------------------------------
+def test_claim_terminate_existing_ends_the_live_run_in_the_same_script(store: Store) -> None:
+    first = claim(store, "a")
+    second = store.claim("a", "Probe", "run-2", "null", if_live="terminate_existing")
+    assert second.claimed and run_of(store, "a") == "run-2"
+    assert first.run_id != "run-2"
+    assert not store.end_run("a", first.run_id, RuntimeStatus.COMPLETED, "1")
+
+
+def test_undo_of_a_terminate_existing_claim_restores_the_old_run_as_terminated(store: Store) -> None:
+    claim(store, "a")
+    second = store.claim("a", "Probe", "run-2", "null", if_live="terminate_existing")
+    assert store.undo_claim("a", second)
+    assert store.read("a")["status"] == "Terminated"
+
+
+def test_claim_with_the_same_request_id_answers_existing_with_the_run_on_record(store: Store) -> None:
+    first = store.claim("a", "Probe", "run-1", "null", request_id="r")
+    again = store.claim("a", "Probe", "run-2", "null", request_id="r")
+    assert (first.outcome, again.outcome, again.run_id) == ("claimed", "existing", "run-1")
+
+
+def test_claim_reject_refuses_while_a_finished_record_exists(store: Store) -> None:
+    first = claim(store, "a")
+    store.end_run("a", first.run_id, RuntimeStatus.FAILED, '"x"')
+    refused = store.claim("a", "Probe", "run-2", "null", if_finished="reject")
+    assert (refused.outcome, refused.status) == ("rejected", RuntimeStatus.FAILED)
+
+
+# -- parking and events ------------------------------------------------------------------
+def test_an_event_buffered_before_the_wait_is_taken_by_the_park(store: Store) -> None:
+    claim(store, "a")
+    begin(store, "a")
+    assert store.raise_event("a", "Go", '"early"').outcome == "buffered"
+    gate = park_for(store, "a", "Go")
+    assert (gate.outcome, gate.detail) == ("event", '"early"')
+
+
+def test_a_parked_wait_is_released_once_with_the_event(store: Store) -> None:
+    claim(store, "a")
+    begin(store, "a")
+    assert park_for(store, "a", "Go").outcome == "parked"
+    release = store.raise_event("a", "Go", '{"n": 1}')
+    assert (release.outcome, release.value) == ("release", '{"n": 1}')
+    assert json.loads(release.park)["kind"] == "event"
+    # The next event finds nothing waiting: it is buffered, not released twice.
+    assert store.raise_event("a", "Go", '{"n": 2}').outcome == "buffered"
+
+
+def test_a_redelivered_wait_step_stays_parked(store: Store) -> None:
+    claim(store, "a")
+    begin(store, "a")
+    park_for(store, "a", "Go")
+    assert begin(store, "a").outcome == "parked"
+
+
+def test_an_event_name_cannot_reach_another_instances_keys(
+    store: Store, redis_client: redis.Redis, prefix: str
+) -> None:
+    claim(store, "a")
+    claim(store, "a:ev:b")
+    store.raise_event("a", "b:x", '"data"')
+    assert store.raise_event("a:ev:b", "x", '"other"').outcome == "buffered"
+    begin(store, "a:ev:b")
+    assert park_for(store, "a:ev:b", "x").detail == '"other"'
+    # Event names are hash fields: only the two instances' own keys exist.
+    allowed = {key for instance_id in ("a", "a:ev:b") for key in store._keys(instance_id)}
+    assert keys_of(redis_client, prefix) <= allowed
+
+
+def test_an_event_timeout_without_a_default_fails_the_run(store: Store) -> None:
+    claim(store, "a")
+    begin(store, "a")
+    park_for(store, "a", "Go")
+    outcome = store.event_timeout("a", run_of(store, "a"), "t1", '"EventTimeout"')
+    assert outcome.outcome == "failed"
+    assert store.read("a")["status"] == "Failed"
+
+
+def test_an_event_timeout_after_the_event_does_nothing(store: Store) -> None:
+    claim(store, "a")
+    begin(store, "a")
+    park_for(store, "a", "Go")
+    run = run_of(store, "a")
+    store.raise_event("a", "Go", "1")
+    assert store.event_timeout("a", run, "t1", '"EventTimeout"').outcome == "stale"
+
+
+# -- suspend and resume -------------------------------------------------------------------
+def test_a_step_of_a_suspended_run_is_told_to_park(store: Store) -> None:
+    claim(store, "a")
+    assert store.suspend("a") == ("ok", "Pending")
+    assert begin(store, "a").outcome == "suspended"
+    run = run_of(store, "a")
+    park = json.dumps({"kind": "suspend", "run": run, "sig": {}})
+    assert store.park("a", run, "t1", park).outcome == "parked"
+    release = store.resume("a")
+    assert release.outcome == "release" and json.loads(release.park)["kind"] == "suspend"
+    assert store.read("a")["status"] == "Running"
+
+
+def test_park_after_a_resume_tells_the_step_to_run(store: Store) -> None:
+    claim(store, "a")
+    store.suspend("a")
+    begin(store, "a")
+    store.resume("a")
+    run = run_of(store, "a")
+    assert store.park("a", run, "t1", "{}").outcome == "resumed"
+
+
+# -- continue-as-new ------------------------------------------------------------------------
+def test_continue_as_new_keeps_the_id_live_and_refuses_claims(store: Store) -> None:
+    first = claim(store, "a")
+    begin(store, "a", "can")
+    assert store.continue_as_new("a", first.run_id, "run-2", '{"n": 2}', "can")
+    record = store.read("a")
+    assert (record["status"], record["run"], record["input"]) == ("ContinuedAsNew", "run-2", '{"n": 2}')
+    assert claim(store, "a").outcome == "refused"
+    assert store.continued("a", "run-2")
+    assert store.read("a")["status"] == "Running"
+
+
+def test_the_redelivered_continue_step_may_publish_again_only_before_confirmation(store: Store) -> None:
+    first = claim(store, "a")
+    begin(store, "a", "can")
+    store.continue_as_new("a", first.run_id, "run-2", "null", "can")
+    redelivered = store.begin_step("a", first.run_id, "can", "tok", 30, "continue")
+    assert (redelivered.outcome, redelivered.detail) == ("continued", "run-2")
+    store.continued("a", "run-2")
+    assert store.begin_step("a", first.run_id, "can", "tok", 30, "continue").outcome == "stale"
+
+
+def test_a_stale_run_cannot_continue_as_new_or_set_its_custom_status(store: Store) -> None:
+    first = claim(store, "a")
+    store.terminate("a", '"stop"')
+    assert not store.continue_as_new("a", first.run_id, "run-2", "null", "can")
+    assert not store.set_custom_status("a", first.run_id, '"x"')
+    assert store.read("a")["status"] == "Terminated"
