@@ -7,6 +7,9 @@ matching singleton_* setting (see README, "Configuration").
 
 import os
 
+from singleton.logs import WORKER_LOG_FORMAT, WORKER_TASK_LOG_FORMAT
+from singleton.schedules import singleton_entry
+
 _env = os.environ
 _redis_url = _env.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -48,11 +51,32 @@ singleton_max_countdown = float(
 singleton_run_lease = float(_env.get("SINGLETON_RUN_LEASE", "300"))
 singleton_reconcile_interval = float(_env.get("SINGLETON_RECONCILE_INTERVAL", "30"))
 
-# The stuck-run reconciler (singleton.recovery): runs beat under `make run`.
+# -- Operations -----------------------------------------------------------------
+# Flower shows only what task events carry. Workers send theirs (received, started,
+# succeeded...: each step's arguments, run label and outcome) unless TASK_EVENTS=0.
+# The "sent" event, which shows a task still queued, is opt-in (TASK_SENT_EVENTS=1;
+# make run turns it on): it costs every publish one more Redis command, a start 3
+# instead of 2.
+_OFF = ("", "0", "false", "no")
+worker_send_task_events = _env.get("TASK_EVENTS", "1").lower() not in _OFF
+task_send_sent_event = _env.get("TASK_SENT_EVENTS", "0").lower() not in _OFF
+# Every line a step logs names its instance and run (singleton/logs.py).
+worker_log_format = WORKER_LOG_FORMAT
+worker_task_log_format = WORKER_TASK_LOG_FORMAT
+
+# Periodic singleton jobs: each tick starts the orchestrator under a fixed instance ID
+# through the worker-side starter task; overlap says what a tick does while the previous
+# run is still live (skip, buffer_one or terminate_other; see singleton/schedules.py).
+# The stuck-run reconciler (singleton.recovery) also runs from beat.
 beat_schedule = {
     "singleton-reconcile": {
         "task": "singleton.reconcile",
         "schedule": singleton_reconcile_interval,
         "options": {"expires": singleton_reconcile_interval},
     },
+    # Syncs the inventory every 30 s; a sync with many changes takes longer than that,
+    # and the ticks that fall inside it are skipped (logged and counted).
+    "sync-inventory": singleton_entry(
+        "SyncInventory", "inventory-sync", schedule=30.0, input={"max_changes": 400}, overlap="skip"
+    ),
 }

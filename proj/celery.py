@@ -7,6 +7,8 @@ import singleton
 app = Celery(
     "proj",
     task_cls=singleton.SingletonTask,
+    # Flower shows each step's instance ID and orchestrator (singleton/monitoring.py).
+    amqp="singleton.monitoring:RunLabelAMQP",
     include=["proj.tasks", "proj.orchestrators"],
 )
 app.config_from_object("celeryconfig")

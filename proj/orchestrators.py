@@ -7,7 +7,7 @@ from celery.canvas import Signature
 
 from singleton import UNSET, continue_as_new, orchestrator, wait_for_external_event
 
-from .tasks import approved, count, explode, prepare, say_hello, wait
+from .tasks import apply_changes, approved, count, explode, fetch_changes, prepare, say_hello, wait
 
 MAX_DELAY_SECONDS = 3600
 
@@ -35,6 +35,19 @@ def Delay(input: Any) -> Signature:  # noqa: N802
 def AlwaysFails(input: Any) -> Signature:  # noqa: N802
     """Run one good step, then one that raises ValueError("boom")."""
     return chain(prepare.si(input), explode.s())
+
+
+@orchestrator
+def SyncInventory(input: Any) -> Signature:  # noqa: N802
+    """Fetch the changed inventory items, then apply them (0.1 s each; the beat example).
+
+    ``input["max_changes"]`` (0-10000, default 400) bounds one sync's changes, so a run
+    takes up to 40 s by default: sometimes longer than its 30 s beat interval.
+    """
+    max_changes = (input or {}).get("max_changes", 400) if isinstance(input, dict | None) else None
+    if isinstance(max_changes, bool) or not isinstance(max_changes, int) or not 0 <= max_changes <= 10000:
+        raise ValueError('SyncInventory expects {"max_changes": <0-10000>}')
+    return chain(fetch_changes.si(max_changes), apply_changes.s())
 
 
 @orchestrator

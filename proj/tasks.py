@@ -1,11 +1,15 @@
 """Ordinary Celery tasks that the example orchestrators chain together."""
 
+import logging
+import random
 import time
 from typing import Any
 
 from singleton import set_custom_status
 
 from .celery import app
+
+logger = logging.getLogger(__name__)
 
 
 @app.task
@@ -31,6 +35,25 @@ def prepare(value: Any) -> Any:
 def explode(_previous: Any) -> None:
     """Fail the way a buggy step does."""
     raise ValueError("boom")
+
+
+@app.task
+def fetch_changes(max_changes: int) -> list[int]:
+    """Return the ids of the inventory items changed since the last sync (0 to max_changes)."""
+    changed = random.randint(0, max_changes)
+    logger.info("Found %d changed items", changed)
+    return list(range(changed))
+
+
+@app.task
+def apply_changes(item_ids: list[int], seconds_per_item: float = 0.1) -> int:
+    """Apply the changes, one item at a time; a busy day takes longer than the sync interval."""
+    for done, _item in enumerate(item_ids, 1):
+        time.sleep(seconds_per_item)
+        if done % 100 == 0:
+            logger.info("Applied %d of %d changes", done, len(item_ids))
+    logger.info("Applied all %d changes", len(item_ids))
+    return len(item_ids)
 
 
 @app.task

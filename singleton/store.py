@@ -801,3 +801,64 @@ class Store:
         for key in self._shard_keys("created"):
             pipe.zrevrangebyscore(key, newest_us, oldest_us, start=0, num=count, withscores=True)
         return [[(_text(m), int(s)) for m, s in rows] for rows in pipe.execute()]
+
+    # -- schedules (issue 5): beat tick outcomes and the one buffered tick ------
+    # Keys, per instance, in the instance's shard (same hash slot as its record):
+    #   <p>:{<s>}:ticks:<instance_id>   hash    how many beat ticks ended how: started,
+    #                                           skipped, buffered (kept for the retention)
+    #   <p>:{<s>}:buffer:<instance_id>  string  the token of the one buffered tick (PX TTL)
+    def _schedule_key(self, kind: str, instance_id: str) -> str:
+        return f"{self._shard_of(instance_id)}:{kind}:{instance_id}"
+
+    @functools.cached_property
+    def _hold_buffer(self) -> Any:
+        return self._redis.register_script(_HOLD_BUFFER)
+
+    @functools.cached_property
+    def _release_buffer(self) -> Any:
+        return self._redis.register_script(_RELEASE_BUFFER)
+
+    @_unavailable
+    def count_tick(self, instance_id: str, outcome: str) -> int:
+        """Count one beat tick of the instance that ended as `outcome`; return the new count."""
+        key = self._schedule_key("ticks", instance_id)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hincrby(key, outcome, 1)
+        pipe.pexpire(key, self._retention_us // 1000)
+        return int(pipe.execute()[0])
+
+    @_unavailable
+    def tick_counts(self, instance_id: str) -> dict[str, int]:
+        """Return the instance's beat tick counts by outcome (empty when none)."""
+        row = self._redis.hgetall(self._schedule_key("ticks", instance_id))
+        return {_text(k): int(v) for k, v in row.items()}
+
+    @_unavailable
+    def hold_buffer(self, instance_id: str, token: str, ttl_s: float) -> bool:
+        """Take the instance's one buffer slot for `token`, or renew it if `token` holds it.
+
+        Returns False when another token holds the slot.
+        """
+        key = self._schedule_key("buffer", instance_id)
+        return bool(self._hold_buffer([key], [token, max(1, int(ttl_s * 1000))]))
+
+    @_unavailable
+    def release_buffer(self, instance_id: str, token: str) -> bool:
+        """Free the buffer slot if `token` still holds it."""
+        return bool(self._release_buffer([self._schedule_key("buffer", instance_id)], [token]))
+
+
+# KEYS: buffer. ARGV: token, ttl_ms.
+_HOLD_BUFFER = """
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS: buffer. ARGV: token.
+_RELEASE_BUFFER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"""

@@ -273,3 +273,9 @@ def init_app(app: Celery) -> None:
     recovery.register(app)
     task_failure.connect(on_failure, weak=False)
     task_revoked.connect(on_revoked, weak=False)
+
+    # Operations (issue 5): the beat/Flower starter task, and run-labelled log records.
+    from . import logs, schedules  # imported late: schedules imports this module
+
+    schedules.register_starter(app)
+    logs.install()

@@ -203,3 +203,22 @@ def LongerThanLease(input: dict) -> Signature:  # noqa: N802
 def Overdue(input: dict) -> Signature:  # noqa: N802
     """A run that takes longer than its timeout."""
     return chain(probe_step.si(2.5, input["key"]), probe_step.si(0, input["key"]))
+
+
+# -- operations (issue 5) -------------------------------------------------------
+@app.task(bind=True)
+def run_step(self, seconds: float, key: str, index: int) -> str:
+    """Record start and end with the step's run ID, so tests can tell runs apart."""
+    run = (self.request.stamps or {}).get("singleton_run")
+    run = run[0] if isinstance(run, list) else run
+    record(key, "start", self.request.id, run=run, index=index)
+    time.sleep(seconds)
+    record(key, "end", self.request.id, run=run, index=index)
+    return key
+
+
+@orchestrator
+def Timed(input: dict) -> Signature:  # noqa: N802
+    """``steps`` steps of ``seconds`` each, recording their run under ``key``."""
+    steps = [run_step.si(input["seconds"], input["key"], i) for i in range(input.get("steps", 1))]
+    return chain(*steps) if len(steps) > 1 else steps[0]
