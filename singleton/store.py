@@ -30,6 +30,9 @@ hash tag, so an instance's keys and the index entries a claim touches share a sl
                                          deadline); the reconciler reads it
     <p>:{<s>}:prev:<instance_id>   hash  the finished record a claim replaced, kept
                                          5 minutes so a failed publish can restore it
+    <p>:{<s>}:ticks:<instance_id>  hash  beat ticks of the ID by outcome (started,
+                                         skipped, buffered), kept for the retention
+    <p>:{<s>}:buffer:<instance_id> str   the token of the one buffered beat tick (PX)
 
 Every script receives all nine keys of its instance (record, steps, created,
 expiring, prev, history, events, alive, drain), so each is one slot in a cluster.

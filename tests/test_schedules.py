@@ -159,10 +159,14 @@ def test_terminate_other_replaces_the_live_run_on_every_tick(app, client, redis_
 
     assert counts == {"started": ticks}
     runs = list(spans(redis_client, uid).values())
-    assert len(runs) == ticks
+    # Every tick started a run; a run replaced while still waiting for its predecessor's
+    # step in flight (the drain) never executes, so some ticks' runs may leave no trace.
+    assert 2 <= len(runs) <= ticks
     # The last run completes; each earlier one stopped before its third step.
     assert runs[-1]["steps"] == 3
     assert all(run["steps"] < 3 for run in runs[:-1])
+    # Runs never execute at once: a replaced run's last step ended before the next began.
+    assert all(before["end"] <= after["start"] for before, after in pairwise(runs))
     # No step of a replaced run started after its successor's first step.
     per_run = defaultdict(list)
     for event in events(redis_client, uid):

@@ -54,13 +54,17 @@ def test_keys_are_compared_in_constant_time_against_every_key(app, monkeypatch):
 
 def test_keys_never_reach_the_log(app, caplog, uid):
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="singleton")
     http = create_app({"API_KEYS": SECRET}).test_client()
     wrong = "wrong-" + SECRET
     assert http.get(f"/runtime/webhooks/durabletask/instances/{uid}?code={wrong}").status_code == 401
     assert http.post(f"/api/orchestrators/Nope/{uid}?code={SECRET}").status_code == 404
     body = http.post(f"/api/orchestrators/Delay/{uid}", headers={"x-functions-key": SECRET},
-                     json={"seconds": 0, "value": 1}).get_json()
+                     json={"seconds": 5, "value": 1}).get_json()
     assert SECRET in body["statusQueryGetUri"]  # the caller gets its own key back...
+    for operation in ("suspend", "resume"):  # these log their reason at INFO
+        path = f"/runtime/webhooks/durabletask/instances/{uid}/{operation}?reason=why&code={SECRET}"
+        assert http.post(path).status_code == 202
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert logged  # something was logged (requests, the start)...
     assert SECRET not in logged  # ...but never a key
