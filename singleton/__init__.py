@@ -10,6 +10,7 @@ The public surface, grouped:
   ``IfLive`` and ``IfFinished``.
 - Statuses: ``RuntimeStatus``, ``OrchestrationStatus``, ``StepHistory``,
   ``new_instance_id``, ``validate_instance_id``, ``validate_event_name``.
+- Observing: ``step_started`` and ``step_finished`` (signals; real executions only).
 - Settings: ``Settings``.
 - Errors: ``SingletonError`` and its subclasses.
 """
@@ -37,6 +38,7 @@ from .errors import (
 from .orchestrator import get_orchestrator, orchestrator, orchestrator_names
 from .policies import IfFinished, IfLive
 from .settings import Settings
+from .signals import step_finished, step_started
 from .status import (
     OrchestrationStatus,
     RuntimeStatus,
@@ -71,6 +73,9 @@ __all__ = [
     "new_instance_id",
     "validate_instance_id",
     "validate_event_name",
+    # observing
+    "step_started",
+    "step_finished",
     # settings
     "Settings",
     # errors

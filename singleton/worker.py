@@ -25,6 +25,7 @@ from kombu.utils.json import dumps, loads
 
 from .runs import COMPLETE_TASK, RunIdentity
 from .settings import Settings
+from .signals import step_finished, step_started
 from .status import RuntimeStatus
 from .store import Store
 
@@ -176,12 +177,16 @@ class SingletonTask(Task):
         self, rt: Runtime, identity: RunIdentity, lease: Lease, args: tuple, kwargs: dict
     ) -> Any:
         self.request.singleton_lease = lease  # for on_replace
+        ids = {"instance_id": identity.instance_id, "run_id": identity.run_id, "task_id": lease.task_id}
+        step_started.send(sender=self, **ids)
         with rt.heartbeat.keep(lease):
             try:
                 result = super().__call__(*args, **kwargs)
             except BaseException:
+                step_finished.send(sender=self, failed=True, **ids)
                 lease.mark("release")
                 raise
+        step_finished.send(sender=self, failed=False, **ids)
         if identity.is_final(lease.task_id):
             # The last step's result is the run's output: this ends the run (and drops
             # its step markers), so a redelivery of this step finds the run finished.

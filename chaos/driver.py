@@ -1,0 +1,230 @@
+"""Load and faults for the chaos run, every operation and fault logged with its time.
+
+Load: starts of the examples under shared IDs (some eternal, some waiting for
+events), events, terminates and same-ID restarts mid-flight, suspends and resumes,
+and bursts of concurrent duplicate starts. Faults: SIGKILLed workers (restarted) and
+pool children, and one Redis restart. A burst is the check of the singleton rule:
+on a live run it must get no 202, on a free ID at most one.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from .stack import Stack
+
+HTTP_TIMEOUT = 15.0
+BURST = 30
+WEBHOOK = "/runtime/webhooks/durabletask/instances"
+
+
+class Driver:
+    """Drive a running stack for `seconds` with a seeded random generator."""
+
+    def __init__(self, stack: Stack, seconds: float, seed: int) -> None:
+        self.stack, self.seconds = stack, seconds
+        self.rng = random.Random(seed)
+        self.ops: list[dict[str, Any]] = []
+        self.faults: list[dict[str, Any]] = []
+        self.bursts: list[dict[str, Any]] = []
+        self.codes: Counter[str] = Counter()
+        self.redis_check: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        from proj import app
+        from singleton import OrchestrationClient  # proj reads REDIS_URL: import it late
+
+        self.client = OrchestrationClient(app)
+
+    # -- HTTP -----------------------------------------------------------------------
+    def http(self, method: str, path: str, body: Any = None) -> int:
+        """Send one request; return its status (0 when the connection failed)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.stack.web_port, timeout=HTTP_TIMEOUT)
+        try:
+            data = None if body is None else json.dumps(body).encode()
+            conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            return response.status
+        except OSError:
+            return 0
+        finally:
+            conn.close()
+
+    def start(self, name: str, instance_id: str, body: Any = None) -> int:
+        code = self.http("POST", f"/api/orchestrators/{name}/{instance_id}", body)
+        self._record("start", instance_id, code, name=name)
+        return code
+
+    def _record(self, op: str, instance_id: str, code: int, **extra: Any) -> None:
+        with self._lock:
+            self.ops.append({"op": op, "instance": instance_id, "code": code, "t": time.time(), **extra})
+            self.codes[f"{op} {code}"] += 1
+
+    # -- the run --------------------------------------------------------------------------
+    def run(self) -> None:
+        """Run load and faults for the configured time, then settle the eternal runs."""
+        loops = [self._starts, self._events, self._mid_flight, self._bursts, self._faults]
+        threads = [threading.Thread(target=self._guard, args=(loop,), daemon=True) for loop in loops]
+        for thread in threads:
+            thread.start()
+        time.sleep(self.seconds)
+        self._stop.set()
+        for thread in threads:
+            thread.join(60)
+        self._settle()
+
+    def _guard(self, loop: Any) -> None:
+        try:
+            loop()
+        except Exception as exc:  # a broken load thread must not pass for a quiet one
+            with self._lock:
+                self.faults.append({"fault": "driver-error", "error": repr(exc), "t": time.time()})
+
+    def _pause(self, low: float, high: float) -> bool:
+        return not self._stop.wait(self.rng.uniform(low, high))
+
+    def _starts(self) -> None:
+        examples = [
+            ("HelloSequence", lambda r: None, "job"), ("AlwaysFails", lambda r: "x", "job"),
+            ("Delay", lambda r: {"seconds": round(r.uniform(0.1, 3), 2), "value": 1}, "job"),
+            ("ApprovalWorkflow", lambda r: None, "approval"),
+            ("Counter", lambda r: {"count": 0, "interval": round(r.uniform(0.2, 1), 2)}, "counter"),
+        ]
+        sizes = {"job": 25, "approval": 8, "counter": 3}
+        while self._pause(0.05, 0.25):
+            name, body, pool = self.rng.choices(examples, weights=[4, 1, 4, 2, 1])[0]
+            self.start(name, f"{pool}-{self.rng.randrange(sizes[pool])}", body(self.rng))
+
+    def _events(self) -> None:
+        while self._pause(0.2, 1.0):
+            instance_id = f"approval-{self.rng.randrange(8)}"
+            code = self.http("POST", f"{WEBHOOK}/{instance_id}/raiseEvent/Approval", {"ok": True})
+            self._record("event", instance_id, code)
+
+    def _mid_flight(self) -> None:
+        while self._pause(0.5, 1.5):
+            instance_id = f"job-{self.rng.randrange(25)}"
+            action = self.rng.choice(["terminate", "restart", "suspend-resume"])
+            if action == "terminate":
+                code = self.http("POST", f"{WEBHOOK}/{instance_id}/terminate")
+                self._record("terminate", instance_id, code)
+            elif action == "restart":
+                code = self.http("POST", f"{WEBHOOK}/{instance_id}/restart?restartWithNewInstanceId=false")
+                self._record("restart", instance_id, code)
+            else:
+                self._record("suspend", instance_id, self.http("POST", f"{WEBHOOK}/{instance_id}/suspend"))
+                self._stop.wait(self.rng.uniform(0.2, 1))
+                self._record("resume", instance_id, self.http("POST", f"{WEBHOOK}/{instance_id}/resume"))
+
+    def _bursts(self) -> None:
+        n = 0
+        while self._pause(1.5, 3.0):
+            instance_id = f"burst-{n % 6}"
+            n += 1
+            if self.rng.random() < 0.5:
+                self.start("Delay", instance_id, {"seconds": 6, "value": "held"})
+            self._burst(instance_id)
+
+    def _burst(self, instance_id: str) -> None:
+        before = self._status(instance_id)
+        barrier = threading.Barrier(BURST)
+        codes: list[int] = []
+
+        def one() -> None:
+            barrier.wait(10)
+            code = self.http("POST", f"/api/orchestrators/Delay/{instance_id}", {"seconds": 1, "value": 2})
+            with self._lock:
+                codes.append(code)
+
+        threads = [threading.Thread(target=one) for _ in range(BURST)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(HTTP_TIMEOUT + 15)
+        after = self._status(instance_id)
+        with self._lock:
+            self.bursts.append({"instance": instance_id, "t": time.time(), "before": before,
+                                "after": after, "codes": dict(Counter(codes))})
+
+    def _status(self, instance_id: str) -> dict[str, Any] | None:
+        try:
+            status = self.client.get_status(instance_id, show_input=False)
+        except Exception as exc:
+            return {"error": repr(exc)}
+        if status is None:
+            return None
+        return {"run": status.run_id, "status": status.runtime_status.value}
+
+    # -- faults ---------------------------------------------------------------------------
+    def _faults(self) -> None:
+        redis_at = time.time() + self.seconds * 0.4
+        next_worker_kill = time.time() + self.rng.uniform(6, 12)
+        while self._pause(2, 5):
+            now = time.time()
+            if redis_at and now >= redis_at:
+                self._restart_redis()
+                redis_at = 0
+            elif now >= next_worker_kill:
+                self._kill_worker()
+                next_worker_kill = now + self.rng.uniform(8, 15)
+            else:
+                self._kill_pool_child()
+
+    def _kill_worker(self) -> None:
+        worker = self.rng.choice([w for w in self.stack.workers if w.alive()] or self.stack.workers)
+        pids = worker.kill()
+        self._fault("kill-worker", pids=pids, worker=worker.name)
+        self._stop.wait(self.rng.uniform(1, 3))
+        worker.start()
+
+    def _kill_pool_child(self) -> None:
+        found = self.stack.random_pool_child(self.rng)
+        if found is None:
+            return
+        worker, pid = found
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        self._fault("kill-child", pids=[pid], worker=worker.name)
+
+    def _restart_redis(self) -> None:
+        before = self._records()
+        self.stack.restart_redis()
+        self._fault("restart-redis", pids=[])
+        after = self._records()
+        lost = [i for i, fence in before.items() if i not in after or after[i] < fence]
+        self.redis_check = {"records_before": len(before), "records_after": len(after), "lost": lost}
+
+    def _records(self) -> dict[str, int]:
+        from singleton.worker import runtime
+
+        ids = [s.instance_id for s in self.client.get_status_all(show_input=False)]
+        rows = runtime(self.client._app).store.read_many(ids)
+        return {i: int(row["fence"]) for i, row in zip(ids, rows, strict=True) if row}
+
+    def _fault(self, fault: str, **extra: Any) -> None:
+        with self._lock:
+            self.faults.append({"fault": fault, "t": time.time(), **extra})
+
+    # -- the end ----------------------------------------------------------------------------
+    def _settle(self) -> None:
+        """Give waiting runs their event and end the eternal ones, so the quiet period can tell."""
+        for n in range(8):
+            self._record("event", f"approval-{n}",
+                         self.http("POST", f"{WEBHOOK}/approval-{n}/raiseEvent/Approval", {"ok": "final"}))
+        for instance_id in [f"counter-{n}" for n in range(3)] + [f"job-{n}" for n in range(25)]:
+            status = self._status(instance_id)
+            if status and status.get("status") == "Suspended":
+                self._record("resume", instance_id, self.http("POST", f"{WEBHOOK}/{instance_id}/resume"))
+        for n in range(3):
+            self._record("terminate", f"counter-{n}", self.http("POST", f"{WEBHOOK}/counter-{n}/terminate"))

@@ -1,0 +1,147 @@
+"""The chaos run's stack: Redis (append-only), gunicorn, Celery workers and beat.
+
+Each process runs in its own process group, logs to the run's directory, and can be
+killed (SIGKILL, whole group or one pool child) and started again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from proj.redis_server import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Short leases and intervals, so that recovery happens within a short run.
+SETTINGS = {
+    "SINGLETON_KEY_PREFIX": "chaos",
+    "SINGLETON_STEP_LEASE": "4",
+    "SINGLETON_RUN_LEASE": "8",
+    "SINGLETON_RECONCILE_INTERVAL": "2",
+    "SINGLETON_VISIBILITY_TIMEOUT": "10",
+    "SINGLETON_MAX_COUNTDOWN": "4",
+    "BROKER_RESTORE_INTERVAL": "1",
+    "TASK_EVENTS": "0",
+    "TASK_SENT_EVENTS": "0",
+    "API_AUTH": "anonymous",
+}
+
+
+class Process:
+    """One long-running command of the stack, in its own process group."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.name, self.args, self.env, self.log = name, args, env, log
+        self.popen: subprocess.Popen | None = None
+
+    def start(self) -> Process:
+        """Start the command, appending its output to its log."""
+        with self.log.open("ab") as out:
+            self.popen = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=out,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def children(self) -> list[int]:
+        """Return the pids of the process's children (a worker's pool processes)."""
+        path = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        try:
+            return [int(p) for p in path.read_text().split()]
+        except OSError:
+            return []
+
+    def kill(self) -> list[int]:
+        """SIGKILL the whole process group; return the pids that were in it."""
+        pids = [self.pid, *self.children()]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self.popen.wait(10)
+        return pids
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop warmly (SIGTERM to the group); kill after `timeout`."""
+        if not self.alive():
+            return
+        os.killpg(self.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+class Stack:
+    """Redis, gunicorn (2 workers), two Celery workers (2 processes each) and beat."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.log_dir = directory / "steps"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.redis = RedisServer(directory / "redis", appendonly=True)
+        self.web_port = free_port()
+        self.env = {**os.environ, **SETTINGS, "REDIS_URL": self.redis.url,
+                    "CHAOS_LOG_DIR": str(self.log_dir)}
+        for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "API_KEYS"):
+            self.env.pop(name, None)
+        celery = [sys.executable, "-m", "celery", "-A", "proj"]
+        self.web = Process("web", [sys.executable, "-m", "gunicorn", "-w", "2", "-b",
+                                   f"127.0.0.1:{self.web_port}", "--log-level", "warning",
+                                   "api:create_app()"], self.env, directory / "web.log")
+        self.workers = [
+            Process(f"worker{n}", [*celery, "worker", "-n", f"chaos{n}@%h", "-c", "2", "-I",
+                                   "chaos.steplog", "--loglevel=INFO", "--without-gossip",
+                                   "--without-mingle"], self.env, directory / f"worker{n}.log")
+            for n in (1, 2)
+        ]
+        self.beat = Process("beat", [*celery, "beat", "--loglevel=INFO",
+                                     f"--schedule={directory / 'beat-schedule'}"],
+                            self.env, directory / "beat.log")
+
+    def start(self) -> Stack:
+        """Start everything and wait until the API answers."""
+        self.redis.start()
+        for process in (self.web, *self.workers, self.beat):
+            process.start()
+        deadline = time.monotonic() + 60
+        while not self._web_answers():
+            if time.monotonic() > deadline or not self.web.alive():
+                raise RuntimeError(f"the API did not come up; see {self.directory / 'web.log'}")
+            time.sleep(0.2)
+        return self
+
+    def _web_answers(self) -> bool:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.web_port, timeout=2)
+            conn.request("GET", "/api/openapi.json")
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+
+    def random_pool_child(self, rng: random.Random) -> tuple[Process, int] | None:
+        """Return a live worker and one of its pool processes, if any."""
+        candidates = [(w, pid) for w in self.workers if w.alive() for pid in w.children()]
+        return rng.choice(candidates) if candidates else None
+
+    def restart_redis(self) -> None:
+        """Stop Redis warmly (it writes its append-only file) and start it on the same port."""
+        self.redis.stop()
+        self.redis.start()
+
+    def stop(self) -> None:
+        """Stop every process, Redis last."""
+        for process in (self.beat, self.web, *self.workers):
+            process.stop()
+        self.redis.stop()
