@@ -1,0 +1,99 @@
+"""Where the time goes when a target is missed: pyinstrument in-process, py-spy for a worker.
+
+Both return the functions with the largest shares of the samples, inclusive (the
+function and what it calls; each function counted once per stack) and self (the
+function's own code), labelled ``function (file:line)``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+TOP = 10
+
+
+def _shares(counter: Counter, total: float, top: int) -> list[tuple[str, float]]:
+    return [(label, 100 * amount / total) for label, amount in counter.most_common(top)] if total else []
+
+
+def profile_calls(fn: Callable[[], Any], calls: int, *, top: int = TOP) -> dict[str, list[tuple[str, float]]]:
+    """Profile `calls` calls of `fn` with pyinstrument; return the top inclusive and self shares."""
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.0002)
+    profiler.start()
+    for _ in range(calls):
+        fn()
+    profiler.stop()
+    root = profiler.last_session.root_frame()
+    inclusive: Counter = Counter()
+    own: Counter = Counter()
+
+    def walk(frame: Any, above: frozenset[str]) -> None:
+        label = f"{frame.function} ({frame.file_path_short}:{frame.line_no})"
+        real = [c for c in frame.children if not c.is_synthetic]
+        own[label] += frame.time - sum(c.time for c in real)
+        if label not in above:
+            inclusive[label] += frame.time
+        for child in real:
+            walk(child, above | {label})
+
+    for child in (c for c in root.children if not c.is_synthetic):
+        walk(child, frozenset())
+    total = root.time
+    # The benchmark's own loop frames hold 100%: drop what merely contains fn.
+    return {
+        "inclusive": [(lbl, s) for lbl, s in _shares(inclusive, total, top + 4) if s < 99.5][:top],
+        "self": _shares(own, total, top),
+    }
+
+
+def parse_collapsed(lines: Iterable[str], *, top: int = TOP) -> dict[str, list[tuple[str, float]]]:
+    """Aggregate py-spy's raw (collapsed) stacks: ``frame;frame;... count`` per line."""
+    inclusive: Counter = Counter()
+    own: Counter = Counter()
+    total = 0
+    for line in lines:
+        stack, _, count = line.rstrip().rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = [f for f in stack.split(";") if not f.startswith("process ")]
+        if not frames:
+            continue
+        total += n
+        own[frames[-1]] += n
+        for label in set(frames):
+            inclusive[label] += n
+    return {"inclusive": _shares(inclusive, total, top), "self": _shares(own, total, top), "samples": total}
+
+
+def profile_process(pid: int, run: Callable[[], Any], *, rate: int = 250) -> dict[str, Any]:
+    """Sample process `pid` and its children with py-spy while `run()` runs.
+
+    Returns the top inclusive and self shares; idle samples are left out, so the
+    shares are of the time the processes were on a CPU.
+    """
+    out = Path(tempfile.mkdtemp(prefix="bench-pyspy-")) / "stacks.txt"
+    spy = Path(sys.executable).with_name("py-spy")
+    args = [str(spy), "record", "--pid", str(pid), "--subprocesses", "--format", "raw",
+            "--rate", str(rate), "--output", str(out), "--nonblocking"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        run()
+    finally:
+        proc.send_signal(2)  # SIGINT: py-spy writes what it sampled and exits
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+    if not out.exists():
+        return {"error": (err or "py-spy wrote nothing").strip()[-300:]}
+    return parse_collapsed(out.read_text().splitlines())
