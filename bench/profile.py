@@ -49,9 +49,35 @@ def profile_calls(fn: Callable[[], Any], calls: int, *, top: int = TOP) -> dict[
     total = root.time
     # The benchmark's own loop frames hold 100%: drop what merely contains fn.
     return {
+        "per_call_us": 1e6 * total / calls,
+        "breakdown": _breakdown(root, total),
         "inclusive": [(lbl, s) for lbl, s in _shares(inclusive, total, top + 4) if s < 99.5][:top],
         "self": _shares(own, total, top),
     }
+
+
+def _label(frame: Any) -> str:
+    return f"{frame.function} ({frame.file_path_short}:{frame.line_no})"
+
+
+def _breakdown(root: Any, total: float) -> list[tuple[str, float]]:
+    # Walk down through the frames that merely wrap the call (one callee holding nearly
+    # all the time) to the first level whose time splits, and share out its callees.
+    # A loop's calls may sit in several sibling frames: a level is a list of frames.
+    level, label = [root], _label(root)
+    while True:
+        parts: dict[str, list[Any]] = {}
+        for frame in level:
+            for child in frame.children:
+                parts.setdefault("(own code)" if child.is_synthetic else _label(child), []).append(child)
+        if not parts:
+            return []
+        times = Counter({name: sum(c.time for c in frames) for name, frames in parts.items()})
+        (top, top_time), = times.most_common(1)
+        if top == "(own code)" or top_time < 0.95 * sum(f.time for f in level):
+            break
+        level, label = parts[top], top
+    return [(f"{label} -> {part}", 100 * t / total) for part, t in times.most_common(8)] if total else []
 
 
 def parse_collapsed(lines: Iterable[str], *, top: int = TOP) -> dict[str, list[tuple[str, float]]]:

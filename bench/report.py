@@ -165,11 +165,14 @@ def profile_section(profiles: dict[str, Any]) -> list[str]:
     """Return the profiles taken for missed targets."""
     lines: list[str] = []
     for what, p in profiles.items():
-        lines += [f"**{what}**", ""]
+        per_call = f" ({p['per_call_us']:.0f} µs per call under the profiler)" if "per_call_us" in p else ""
+        lines += [f"**{what}**{per_call}", ""]
         if "error" in p:
             lines += [f"Profiling failed: {p['error']}", ""]
             continue
-        for kind in ("inclusive", "self"):
+        for kind in ("breakdown", "inclusive", "self"):
+            if not p.get(kind):
+                continue
             top = "; ".join(f"`{label}` {share:.0f}%" for label, share in p[kind][:8])
             lines += [f"- {kind}: {top}"]
         lines.append("")
@@ -232,7 +235,8 @@ def markdown(results: dict[str, Any], header: str, plot_name: str) -> str:
         lines += [f"## 4. End to end (a live `celery -A proj worker -c {cfg['concurrency']}`)", ""]
         lines += e2e_section(results["e2e"], cfg["runs"])
         lines += ["From the first start to the last completion; runs are started back to back, then "
-                  "polled every 50 ms with one pipelined read.", ""]
+                  "polled (one pipelined read of at most 50 of the oldest unfinished runs; a 50 ms "
+                  "pause when none of them had finished).", ""]
     if "scale" in results:
         lines += ["## 5. Record store scale (terminal records, small input)", ""]
         lines += scale_section(results["scale"])
@@ -303,6 +307,17 @@ def plot(results: dict[str, Any], path: Path) -> None:
         a.set_title("5. Record store: p50 latency vs records", fontsize=10)
         a.set_xlabel("terminal records", fontsize=9)
         a.set_ylabel("ms", fontsize=9)
+        a.legend(fontsize=8)
+    if "start" in results:
+        a = next(ax)
+        s = results["start"]
+        names = list(s)
+        x = range(len(names))
+        a.bar([i - 0.2 for i in x], [s[n]["commands"]["sent_total"] for n in names], 0.4, label="sent")
+        a.bar([i + 0.2 for i in x], [s[n]["commands"]["executed_total"] for n in names], 0.4,
+              label="executed (script internals too)")
+        a.set_xticks(list(x), [n.replace(" ", "\n", 1) for n in names], fontsize=8)
+        a.set_title("Redis commands per start", fontsize=10)
         a.legend(fontsize=8)
     for a in ax:
         a.axis("off")
