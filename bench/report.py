@@ -244,7 +244,9 @@ def markdown(results: dict[str, Any], header: str, plot_name: str) -> str:
             "Each size lives in its own Redis database, filled through the Store API (claim, then "
             "end_run). Pages are `get_status_by(page_size=100)`, newest first; the filtered page asks "
             "for `runtime_status=[Completed]`. Bytes per record is the growth of `used_memory` over "
-            "the fill divided by the records: the record hash, its TTL and its two index entries.", "",
+            "the fill divided by the records: the record hash, its TTL and its two index entries; the "
+            "smaller fills also carry fixed costs (a new database, the first fill loads the scripts), so "
+            "the largest fill gives the target's figure.", "",
         ]
     if results.get("profiles"):
         lines += ["## Profiles of missed targets", ""]
