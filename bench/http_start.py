@@ -141,10 +141,7 @@ def compare(
     Returns:
         Per endpoint name, one dict per round: rps, p50 and p99 (ms), errors.
     """
-    env = {**os.environ, "REDIS_URL": redis_url, "API_AUTH": "anonymous"}
-    env.pop("API_KEYS", None)
-    env.pop("CELERY_BROKER_URL", None)
-    env.pop("CELERY_RESULT_BACKEND", None)
+    env = _env(redis_url)
     running = {}
     try:
         for name, (spec, _) in ENDPOINTS.items():
@@ -164,6 +161,30 @@ def compare(
     finally:
         for proc, _ in running.values():
             stop(proc)
+
+
+def profile_endpoint(
+    redis_url: str, name: str, *, seconds: float, processes: int, threads: int, workers: int
+) -> dict:
+    """Sample endpoint `name`'s gunicorn workers with py-spy while it is driven for `seconds`."""
+    from bench.profile import profile_process
+
+    env = _env(redis_url)
+    proc, port = start_gunicorn(ENDPOINTS[name][0], env, workers)
+    try:
+        path = ENDPOINTS[name][1]
+        drive(port, path, 1.0, processes, threads)  # warm
+        return profile_process(proc.pid, lambda: drive(port, path, seconds, processes, threads))
+    finally:
+        stop(proc)
+
+
+def _env(redis_url: str) -> dict[str, str]:
+    env = {**os.environ, "REDIS_URL": redis_url, "API_AUTH": "anonymous"}
+    env.pop("API_KEYS", None)
+    env.pop("CELERY_BROKER_URL", None)
+    env.pop("CELERY_RESULT_BACKEND", None)
+    return env
 
 
 def main() -> int:

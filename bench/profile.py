@@ -7,6 +7,7 @@ function's own code), labelled ``function (file:line)``.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tempfile
@@ -80,24 +81,53 @@ def _breakdown(root: Any, total: float) -> list[tuple[str, float]]:
     return [(f"{label} -> {part}", 100 * t / total) for part, t in times.most_common(8)] if total else []
 
 
-def parse_collapsed(lines: Iterable[str], *, top: int = TOP) -> dict[str, list[tuple[str, float]]]:
-    """Aggregate py-spy's raw (collapsed) stacks: ``frame;frame;... count`` per line."""
+def parse_collapsed(lines: Iterable[str], *, top: int = TOP) -> dict[str, Any]:
+    """Aggregate py-spy's raw (collapsed) stacks: ``frame;frame;... count`` per line.
+
+    Frames are merged per function (py-spy puts the current line in each frame).
+    The trunk (frames in nearly every sample: the server's loops) is left out of the
+    inclusive list; the breakdown shares out the callees where the trunk ends.
+    """
     inclusive: Counter = Counter()
     own: Counter = Counter()
+    trie: dict[str, Any] = {"n": 0, "kids": {}}
     total = 0
     for line in lines:
         stack, _, count = line.rstrip().rpartition(" ")
         if not stack or not count.isdigit():
             continue
         n = int(count)
-        frames = [f for f in stack.split(";") if not f.startswith("process ")]
+        frames = [_LINE.sub(")", f) for f in stack.split(";") if not f.startswith("process ")]
         if not frames:
             continue
         total += n
         own[frames[-1]] += n
         for label in set(frames):
             inclusive[label] += n
-    return {"inclusive": _shares(inclusive, total, top), "self": _shares(own, total, top), "samples": total}
+        node = trie
+        node["n"] += n
+        for label in frames:
+            node = node["kids"].setdefault(label, {"n": 0, "kids": {}})
+            node["n"] += n
+    trunk = {label for label, n in inclusive.items() if n >= 0.95 * total}
+    for label in trunk:
+        del inclusive[label]
+    return {"breakdown": _trie_breakdown(trie, total), "inclusive": _shares(inclusive, total, top),
+            "self": _shares(own, total, top), "samples": total}
+
+
+_LINE = re.compile(r":\d+\)$")
+
+
+def _trie_breakdown(trie: dict[str, Any], total: int) -> list[tuple[str, float]]:
+    node, label = trie, "(all samples)"
+    while node["kids"]:
+        name, kid = max(node["kids"].items(), key=lambda item: item[1]["n"])
+        if kid["n"] < 0.95 * node["n"]:
+            break
+        node, label = kid, name
+    kids = sorted(node["kids"].items(), key=lambda item: -item[1]["n"])[:8]
+    return [(f"{label} -> {name}", 100 * kid["n"] / total) for name, kid in kids] if total else []
 
 
 def profile_process(pid: int, run: Callable[[], Any], *, rate: int = 250) -> dict[str, Any]:

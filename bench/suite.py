@@ -168,11 +168,14 @@ def run_sections(sections: list[str], cfg: dict[str, Any], url: str, workdir: Pa
     _flush(url, 0, PEER_DB)
     if "http" in sections:
         log("== 3. HTTP")
-        from bench.http_start import compare
+        from bench.http_start import compare, profile_endpoint
 
-        results["http"] = compare(
-            url, rounds=reps, seconds=cfg["http_seconds"], processes=cfg["http_processes"],
-            threads=cfg["http_threads"], workers=cfg["http_workers"], log=log)
+        shape = {"processes": cfg["http_processes"], "threads": cfg["http_threads"],
+                 "workers": cfg["http_workers"]}
+        results["http"] = compare(url, rounds=reps, seconds=cfg["http_seconds"], log=log, **shape)
+        if missed("HTTP"):
+            results["profiles"]["HTTP start endpoint (gunicorn workers, py-spy)"] = profile_endpoint(
+                url, "start_new", seconds=cfg["http_seconds"], **shape)
         _flush(url, 0)
     if "e2e" in sections:
         log("== 4. end to end")
