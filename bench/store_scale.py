@@ -5,7 +5,8 @@ through the Store API (claim, then end_run: what a finished run leaves), by a fe
 processes in parallel. Then status reads and list pages are timed on every size,
 the sizes taking turns within each repetition. Memory per record is the growth of
 ``used_memory`` over the largest fill divided by its records (record hash, its TTL
-and both index entries), next to ``MEMORY USAGE`` of sampled record hashes alone.
+and both index entries), next to the sum of ``MEMORY USAGE`` over every key of the
+database per record, and ``MEMORY USAGE`` of sampled record hashes alone.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ SMALL_INPUT = '{"city":"Tokyo"}'
 SMALL_OUTPUT = '["Hello Tokyo!","Hello Seattle!","Hello London!"]'
 FILL_THREADS = 4
 MEMORY_SAMPLES = 200
+# used_memory moving less than this in half a second counts as settled.
+SETTLED_BYTES = 16 * 1024
 
 
 def db_url(server_url: str, db: int) -> str:
@@ -89,6 +92,39 @@ def record_memory(url: str) -> float:
     return float(statistics.median(sizes))
 
 
+def keys_memory(url: str) -> int:
+    """Return the sum of MEMORY USAGE over every key of the database (records and indexes)."""
+    r = redis.Redis.from_url(url)
+    total = 0
+    batch: list[bytes] = []
+    for key in r.scan_iter(count=1000):
+        batch.append(key)
+        if len(batch) == 1000:
+            total += _usage(r, batch)
+            batch = []
+    return total + _usage(r, batch)
+
+
+def _usage(r: redis.Redis, keys: list[bytes]) -> int:
+    pipe = r.pipeline(transaction=False)
+    for key in keys:
+        pipe.memory_usage(key, samples=0)
+    return sum(n or 0 for n in pipe.execute())
+
+
+def settled_memory(admin: redis.Redis, timeout: float = 10.0) -> int:
+    """Return used_memory once it stops moving (Redis shrinks idle clients' buffers lazily)."""
+    deadline = time.monotonic() + timeout
+    last = admin.info("memory")["used_memory"]
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = admin.info("memory")["used_memory"]
+        if abs(now - last) < SETTLED_BYTES:
+            return now
+        last = now
+    return last
+
+
 def _timed(fn: Callable[[], Any], calls: int) -> list[float]:
     spent = []
     for _ in range(calls):
@@ -135,13 +171,15 @@ def run(
     for k, size in enumerate(sizes):
         url = db_url(server_url, first_db + k)
         redis.Redis.from_url(url).flushdb()
-        before = admin.info("memory")["used_memory"]
+        before = settled_memory(admin)
         fills[size] = fill(url, size, processes)
-        grown = admin.info("memory")["used_memory"] - before
-        memory[size] = {"per_record": grown / size, "hash": record_memory(url)}
+        grown = settled_memory(admin) - before
+        memory[size] = {"per_record": grown / size, "keys_per_record": keys_memory(url) / size,
+                        "hash": record_memory(url)}
         apps[size] = scale_app(url)
-        log(f"store scale: {size} records in {fills[size]:.1f} s; {grown / size:.0f} B per record "
-            f"(record hash alone {memory[size]['hash']:.0f} B)")
+        log(f"store scale: {size} records in {fills[size]:.1f} s; used_memory grew {grown / size:.0f} B "
+            f"per record; MEMORY USAGE of all keys {memory[size]['keys_per_record']:.0f} B per record, "
+            f"of a record hash {memory[size]['hash']:.0f} B")
     samples: dict[int, list[dict[str, float]]] = {size: [] for size in sizes}
     for size, app in apps.items():
         read_latency(app, size, max(10, calls // 10))  # warm: connections, imports
@@ -162,11 +200,12 @@ def run(
     }
 
 
-def profile_page(url: str, calls: int) -> dict[str, Any]:
-    """Profile list pages on the filled database at `url` (pyinstrument)."""
-    from singleton import OrchestrationClient
+def profile_page(url: str, calls: int, *, filtered: bool = False) -> dict[str, Any]:
+    """Profile list pages (optionally filtered by status) on the database at `url` (pyinstrument)."""
+    from singleton import OrchestrationClient, RuntimeStatus
 
     from .profile import profile_calls
 
     client = OrchestrationClient(scale_app(url))
-    return profile_calls(lambda: client.get_status_by(page_size=100), max(5, calls))
+    statuses = [RuntimeStatus.COMPLETED] if filtered else None
+    return profile_calls(lambda: client.get_status_by(runtime_status=statuses, page_size=100), max(5, calls))

@@ -63,6 +63,11 @@ NOTES = [
     "would share `singleton_key_prefix`. The peers therefore run on their own bench app "
     "(bench/peer_app.py, database 1), with `singleton_raise_on_duplicate=True` so that a refusal "
     "raises, as the other tools' refusals do.",
+    "Refusals under contention: start_new builds and stamps the canvas, then claims, and publishes "
+    "only after a successful claim, so a refused caller never reaches Celery's publishing code. The "
+    "peers' lock sits inside the first task's apply_async, which Celery reaches after preparing the "
+    "whole chain, so each refused caller pays most of a publish; with 100 threads sharing the GIL "
+    "that shows in their refusal latency.",
     "Under contention with no worker running, every lock refuses all but one caller; the peers' "
     "known failure modes (lock released after the first step, lost on a killed worker, not "
     "owner-checked) need a worker and crashes to show, and are not measured here.",
@@ -190,10 +195,14 @@ def run_sections(sections: list[str], cfg: dict[str, Any], url: str, workdir: Pa
         results["scale"] = store_scale.run(
             url, sizes=cfg["sizes"], first_db=SCALE_FIRST_DB, calls=cfg["scale_calls"], repetitions=reps,
             processes=cfg["fill_processes"], log=log)
+        largest_db = store_scale.db_url(url, SCALE_FIRST_DB + len(cfg["sizes"]) - 1)
+        calls = cfg["profile_calls"] // 10
         if missed("a list page"):
-            largest_db = store_scale.db_url(url, SCALE_FIRST_DB + len(cfg["sizes"]) - 1)
             label = f"list page at {max(cfg['sizes']):,} records (pyinstrument)"
-            results["profiles"][label] = store_scale.profile_page(largest_db, cfg["profile_calls"] // 10)
+            results["profiles"][label] = store_scale.profile_page(largest_db, calls)
+        if missed("(section 5: must stay flat) a list page filtered"):
+            label = f"list page filtered by status at {max(cfg['sizes']):,} records (pyinstrument)"
+            results["profiles"][label] = store_scale.profile_page(largest_db, calls, filtered=True)
     return results
 
 
