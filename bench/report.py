@@ -119,9 +119,9 @@ def start_section(start: dict[str, Any]) -> list[str]:
         c = r["commands"]
         rows.append([name, _spread(r["rate"], "{:.0f}"), _spread(r["us"], "{:.0f}"),
                      f"{r['rate'].median / plain:.2f}x", f"{c['sent_total']:.2f}",
-                     f"{c['executed_total']:.2f}", _commands(c["sent"])])
+                     f"{c['executed_total']:.2f}", _commands(c["sent"]), str(c["message_bytes"])])
     return _table(["tool", "starts/s", "µs per start", "vs plain", "commands sent",
-                   "commands executed", "sent per start"], rows)
+                   "commands executed", "sent per start", "message bytes"], rows)
 
 
 def contention_section(contention: dict[str, Any]) -> list[str]:
@@ -254,6 +254,11 @@ def markdown(results: dict[str, Any], header: str, plot_name: str) -> str:
             "loads the scripts), so the largest fill gives the target's figure. The MEMORY USAGE sum "
             "covers every key of the database (no TTL bookkeeping).", "",
         ]
+    remains = analysis(results)
+    if remains:
+        lines += ["## What remains, and why", ""]
+        lines += [f"- {text}" for text in remains]
+        lines.append("")
     if results.get("profiles"):
         lines += ["## Profiles of missed targets", ""]
         lines += profile_section(results["profiles"])
@@ -262,6 +267,58 @@ def markdown(results: dict[str, Any], header: str, plot_name: str) -> str:
         lines += [f"- {note}" for note in results["notes"]]
         lines.append("")
     return "\n".join(lines)
+
+
+def _share(profile: dict[str, Any] | None, needle: str) -> float | None:
+    # The share of the breakdown entries whose callee names `needle`.
+    if not profile or not profile.get("breakdown"):
+        return None
+    found = [share for label, share in profile["breakdown"] if needle in label.rsplit("->", 1)[-1]]
+    return sum(found) if found else None
+
+
+def analysis(results: dict[str, Any]) -> list[str]:
+    """Return, for each missed target, what the figures and profiles say about why."""
+    missed = [t for t in targets(results) if not t.met]
+    texts = []
+    profiles = results.get("profiles", {})
+    if any(t.text.startswith("start_new >=") for t in missed):
+        start = results["start"]
+        ours, plain = start[OURS], start[PLAIN]
+        prof = next((p for k, p in profiles.items() if k.startswith("start_new")), None)
+        publish, claim = _share(prof, "apply_async"), _share(prof, "store.py")
+        split = (f" In the profile, {publish:.0f}% of a start is Celery's apply_async of the run's canvas "
+                 f"and {claim:.0f}% the claim's round trip." if publish and claim else "")
+        texts.append(
+            "Start throughput: start_new sends one command more than the same publish without a result "
+            "subscription and one fewer than a plain chain, so the gap is not round trips." + split +
+            f" The run's message is {ours['commands']['message_bytes']} B against "
+            f"{plain['commands']['message_bytes']} B for the plain chain: every task of the chain carries "
+            "the run's stamps, and Celery copies and serialises them per task. Making the published "
+            "canvas lighter is core work (singleton/runs.py, client.py), not the benchmark's.")
+    scale = results.get("scale")
+    if scale and any(t.text.startswith(("a list page", "(section 5")) for t in missed):
+        import singleton.client
+        import singleton.store
+
+        factor = getattr(singleton.client, "SCAN_FACTOR", None)
+        shards = getattr(singleton.store, "SHARDS", None)
+        small, large = min(scale), max(scale)
+        shape = (f" An unfiltered page asks every one of the {shards} index shards for page_size + 1 "
+                 f"entries, a filtered page for {factor} x page_size + 1, so at {large:,} records a "
+                 f"filtered page of 100 pulls up to {min(large, shards * (factor * 100 + 1)):,} index "
+                 f"entries (at {small:,} it pulls at most {small:,}) and reads the records of up to "
+                 f"{factor * 100:,} of them." if factor and shards else "")
+        texts.append(
+            "List pages: get_status stays flat; pages grow with the number of index entries a page "
+            "fetches and parses." + shape + " The profiles below show most of the time in redis-py's "
+            "pure-Python reply parser. Fetching fewer entries per shard (merging shards lazily) and "
+            "reading only the status field before the whole record are core changes; redis-py's C "
+            "parser (hiredis) is not among the product's dependencies.")
+    for prefix, what in (("HTTP", "HTTP start"), ("end-to-end", "End to end")):
+        if any(t.text.startswith(prefix) for t in missed):
+            texts.append(f"{what}: see the profile below for where the worker processes spend the time.")
+    return texts
 
 
 # -- the plot ---------------------------------------------------------------------

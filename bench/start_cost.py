@@ -67,8 +67,18 @@ def count_commands(
             "executed": executed,
             "sent_total": sum(sent.values()),
             "executed_total": sum(executed.values()),
+            "message_bytes": message_bytes(tool),
         }
     return counts
+
+
+def message_bytes(tool: Tool) -> int:
+    """Return the size of the broker message one start publishes (the whole chain)."""
+    tool.purge()
+    _unique(tool)()
+    size = len(tool.broker.lindex(tool.queue, 0) or b"")
+    tool.purge()
+    return size
 
 
 def run(
