@@ -54,7 +54,13 @@ def profile_calls(fn: Callable[[], Any], calls: int, *, top: int = TOP) -> dict[
         "breakdown": _breakdown(root, total),
         "inclusive": [(lbl, s) for lbl, s in _shares(inclusive, total, top + 4) if s < 99.5][:top],
         "self": _shares(own, total, top),
+        "ours": _ours(inclusive, total, top),
     }
+
+
+def _ours(inclusive: Counter, total: float, top: int) -> list[tuple[str, float]]:
+    # The singleton layer's own functions, inclusive: how much of the time is ours.
+    return _shares(Counter({k: v for k, v in inclusive.items() if "singleton/" in k}), total, top)
 
 
 def _label(frame: Any) -> str:
@@ -113,7 +119,7 @@ def parse_collapsed(lines: Iterable[str], *, top: int = TOP) -> dict[str, Any]:
     for label in trunk:
         del inclusive[label]
     return {"breakdown": _trie_breakdown(trie, total), "inclusive": _shares(inclusive, total, top),
-            "self": _shares(own, total, top), "samples": total}
+            "self": _shares(own, total, top), "ours": _ours(inclusive, total, top), "samples": total}
 
 
 _LINE = re.compile(r":\d+\)$")

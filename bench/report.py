@@ -175,11 +175,12 @@ def profile_section(profiles: dict[str, Any]) -> list[str]:
         if "error" in p:
             lines += [f"Profiling failed: {p['error']}", ""]
             continue
-        for kind in ("breakdown", "inclusive", "self"):
+        for kind in ("breakdown", "inclusive", "self", "ours"):
             if not p.get(kind):
                 continue
             top = "; ".join(f"`{label}` {share:.0f}%" for label, share in p[kind][:8])
-            lines += [f"- {kind}: {top}"]
+            name = "singleton/ functions, inclusive" if kind == "ours" else kind
+            lines += [f"- {name}: {top}"]
         lines.append("")
     return lines
 
