@@ -8,6 +8,7 @@ function's own code), labelled ``function (file:line)``.
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -142,20 +143,21 @@ def profile_process(pid: int, run: Callable[[], Any], *, rate: int = 250) -> dic
     Returns the top inclusive and self shares; idle samples are left out, so the
     shares are of the time the processes were on a CPU.
     """
-    out = Path(tempfile.mkdtemp(prefix="bench-pyspy-")) / "stacks.txt"
-    spy = Path(sys.executable).with_name("py-spy")
-    args = [str(spy), "record", "--pid", str(pid), "--subprocesses", "--format", "raw",
-            "--rate", str(rate), "--output", str(out), "--nonblocking"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        run()
-    finally:
-        proc.send_signal(2)  # SIGINT: py-spy writes what it sampled and exits
+    with tempfile.TemporaryDirectory(prefix="bench-pyspy-") as directory:
+        out = Path(directory) / "stacks.txt"
+        spy = Path(sys.executable).with_name("py-spy")
+        args = [str(spy), "record", "--pid", str(pid), "--subprocesses", "--format", "raw",
+                "--rate", str(rate), "--output", str(out), "--nonblocking"]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
-            _, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
-    if not out.exists():
-        return {"error": (err or "py-spy wrote nothing").strip()[-300:]}
-    return parse_collapsed(out.read_text().splitlines())
+            run()
+        finally:
+            proc.send_signal(signal.SIGINT)  # py-spy writes what it sampled and exits
+            try:
+                _, err = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, err = proc.communicate()
+        if not out.exists():
+            return {"error": (err or "py-spy wrote nothing").strip()[-300:]}
+        return parse_collapsed(out.read_text().splitlines())
