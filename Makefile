@@ -1,9 +1,11 @@
 # Two commands do all the set-up: `make run` (the product) and `make test` (the tests).
+# `make bench` writes BENCHMARKS.md in its own environment (.venv-bench, with the peer libraries).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+BENCH_VENV := .venv-bench
 
-.PHONY: run test lint bench-http clean
+.PHONY: run test lint bench bench-http clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +27,15 @@ test: $(VENV)/.test-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The peers (celery-singleton, celery-once), matplotlib and the profilers never enter .venv.
+$(BENCH_VENV)/.bench-deps: requirements.txt requirements-bench.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	touch $@
+
+bench: $(BENCH_VENV)/.bench-deps
+	$(BENCH_VENV)/bin/python -m bench.suite $(BENCH_ARGS)
+
 bench-http: $(VENV)/.test-deps
 	$(BIN)/python -m bench.http_start
 
@@ -32,4 +43,4 @@ lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) var .pytest_cache

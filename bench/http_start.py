@@ -124,6 +124,69 @@ def drive(port: int, path: str, seconds: float, processes: int, threads: int) ->
     }
 
 
+def compare(
+    redis_url: str, *, rounds: int, seconds: float, processes: int, threads: int, workers: int,
+    log=print,
+) -> dict[str, list[dict[str, float]]]:
+    """Drive both endpoints, interleaved, against the Redis server at `redis_url`.
+
+    Args:
+        redis_url: the Redis server both apps publish to (a private one; nothing consumes).
+        rounds: interleaved rounds; each round measures every endpoint once.
+        seconds: measured seconds per endpoint and round (after a 1 s warm-up).
+        processes, threads: the load generator's shape.
+        workers: gunicorn sync workers per app.
+        log: where progress lines go.
+
+    Returns:
+        Per endpoint name, one dict per round: rps, p50 and p99 (ms), errors.
+    """
+    env = _env(redis_url)
+    running = {}
+    try:
+        for name, (spec, _) in ENDPOINTS.items():
+            running[name] = start_gunicorn(spec, env, workers)
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in ENDPOINTS}
+        log(f"{os.cpu_count()} cores; gunicorn -w {workers}; load {processes} processes x "
+            f"{threads} threads; {rounds} interleaved rounds of {seconds:g} s")
+        for n in range(rounds):
+            order = list(ENDPOINTS) if n % 2 == 0 else list(reversed(ENDPOINTS))
+            for name in order:
+                drive(running[name][1], ENDPOINTS[name][1], 1.0, processes, threads)  # warm
+                r = drive(running[name][1], ENDPOINTS[name][1], seconds, processes, threads)
+                results[name].append(r)
+                log(f"round {n + 1} {name:9s} {r['rps']:8.1f} req/s  p50 {r['p50']:6.2f} ms  "
+                    f"p99 {r['p99']:6.2f} ms  errors {r['errors']}")
+        return results
+    finally:
+        for proc, _ in running.values():
+            stop(proc)
+
+
+def profile_endpoint(
+    redis_url: str, name: str, *, seconds: float, processes: int, threads: int, workers: int
+) -> dict:
+    """Sample endpoint `name`'s gunicorn workers with py-spy while it is driven for `seconds`."""
+    from bench.profile import profile_process
+
+    env = _env(redis_url)
+    proc, port = start_gunicorn(ENDPOINTS[name][0], env, workers)
+    try:
+        path = ENDPOINTS[name][1]
+        drive(port, path, 1.0, processes, threads)  # warm
+        return profile_process(proc.pid, lambda: drive(port, path, seconds, processes, threads))
+    finally:
+        stop(proc)
+
+
+def _env(redis_url: str) -> dict[str, str]:
+    env = {**os.environ, "REDIS_URL": redis_url, "API_AUTH": "anonymous"}
+    env.pop("API_KEYS", None)
+    env.pop("CELERY_BROKER_URL", None)
+    env.pop("CELERY_RESULT_BACKEND", None)
+    return env
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -134,29 +197,13 @@ def main() -> int:
     args = parser.parse_args()
 
     server = RedisServer(Path(tempfile.mkdtemp(prefix="bench-http-")), appendonly=False).start()
-    env = {**os.environ, "REDIS_URL": server.url, "API_AUTH": "anonymous"}
-    env.pop("API_KEYS", None)
-    env.pop("CELERY_BROKER_URL", None)
-    env.pop("CELERY_RESULT_BACKEND", None)
-    running = {}
     try:
-        for name, (spec, _) in ENDPOINTS.items():
-            running[name] = start_gunicorn(spec, env, args.workers)
-        results: dict[str, list[dict[str, float]]] = {name: [] for name in ENDPOINTS}
-        print(f"{os.cpu_count()} cores; gunicorn -w {args.workers}; load {args.processes} processes x "
-              f"{args.threads} threads; {args.rounds} interleaved rounds of {args.seconds:.0f} s", flush=True)
-        for n in range(args.rounds):
-            order = list(ENDPOINTS) if n % 2 == 0 else list(reversed(ENDPOINTS))
-            for name in order:
-                drive(running[name][1], ENDPOINTS[name][1], 1.0, args.processes, args.threads)  # warm
-                r = drive(running[name][1], ENDPOINTS[name][1], args.seconds, args.processes, args.threads)
-                results[name].append(r)
-                print(f"round {n + 1} {name:9s} {r['rps']:8.1f} req/s  p50 {r['p50']:6.2f} ms  "
-                      f"p99 {r['p99']:6.2f} ms  errors {r['errors']}", flush=True)
+        results = compare(
+            server.url, rounds=args.rounds, seconds=args.seconds, processes=args.processes,
+            threads=args.threads, workers=args.workers, log=lambda line: print(line, flush=True),
+        )
         return report(results)
     finally:
-        for proc, _ in running.values():
-            stop(proc)
         server.stop()
 
 
