@@ -205,20 +205,26 @@ local fence = math.max((tonumber(cur[3]) or 0) + 1, now)
 if status then
   -- Keep the finished record server-side for a while, in case the publish fails.
   redis.call('RESTORE', k.prev, PREV_TTL_MS, redis.call('DUMP', k.inst), 'REPLACE')
+  redis.call('DEL', k.inst, k.steps, k.hist, k.events)
+  redis.call('ZREM', k.expiring, ARGV[1])
 else
-  redis.call('DEL', k.prev)
+  redis.call('DEL', k.prev, k.steps, k.hist, k.events)
 end
-redis.call('DEL', k.inst, k.steps, k.hist, k.events)
-redis.call('HSET', k.inst, 'name', ARGV[2], 'run', ARGV[3], 'fence', fmt(fence),
-  'status', 'Pending', 'input', ARGV[4], 'created', fmt(now), 'updated', fmt(now))
-if ARGV[7] ~= '' then redis.call('HSET', k.inst, 'request', ARGV[7]) end
-redis.call('HSET', k.inst, 'lease', ARGV[9])
+local fields = {'name', ARGV[2], 'run', ARGV[3], 'fence', fmt(fence), 'status', 'Pending',
+  'input', ARGV[4], 'created', fmt(now), 'updated', fmt(now), 'lease', ARGV[9]}
+local overdue = now + tonumber(ARGV[9])
+if ARGV[7] ~= '' then
+  table.insert(fields, 'request')
+  table.insert(fields, ARGV[7])
+end
 if tonumber(ARGV[10]) > 0 then
-  redis.call('HSET', k.inst, 'timeout', ARGV[10], 'deadline', fmt(now + tonumber(ARGV[10])))
+  local deadline = now + tonumber(ARGV[10])
+  for _, v in ipairs({'timeout', ARGV[10], 'deadline', fmt(deadline)}) do table.insert(fields, v) end
+  overdue = math.min(overdue, deadline)
 end
-alive(k)
+redis.call('HSET', k.inst, unpack(fields))
+redis.call('ZADD', k.alive, fmt(overdue), ARGV[1])
 redis.call('ZADD', k.created, fmt(now), ARGV[1])
-redis.call('ZREM', k.expiring, ARGV[1])
 local due = redis.call('ZRANGEBYSCORE', k.expiring, '-inf', fmt(now), 'LIMIT', 0, 4)
 for _, gone in ipairs(due) do
   redis.call('ZREM', k.expiring, gone)
