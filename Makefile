@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 BENCH_VENV := .venv-bench
 
-.PHONY: run test lint bench bench-http clean
+.PHONY: run test lint bench bench-http chaos fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,15 @@ bench: $(BENCH_VENV)/.bench-deps
 
 bench-http: $(VENV)/.test-deps
 	$(BIN)/python -m bench.http_start
+
+# The real stack under faults for CHAOS_SECONDS (default 300), then the invariant checker.
+chaos: $(VENV)/.test-deps
+	$(BIN)/python -m chaos --seconds $${CHAOS_SECONDS:-300} --out var/chaos-$$(date +%Y%m%d-%H%M%S)
+
+# Larger budgets than CI's for the schemathesis pass and the model-based test.
+fuzz: $(VENV)/.test-deps
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} MODEL_EXAMPLES=$${MODEL_EXAMPLES:-1500} \
+		$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_api_fuzz.py tests/test_model.py
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .

@@ -98,10 +98,12 @@ def runtime_statuses(name: str = "runtimeStatus") -> list[RuntimeStatus] | None:
     Statuses this layer never produces are dropped, so asking only for those gives an
     empty list, which the client reads as "matches nothing".
     """
-    names = [part.strip() for raw in request.args.getlist(name) for part in raw.split(",")]
-    names = [n for n in names if n]
-    if not names:
+    given = request.args.getlist(name)
+    if not given:
         return None
+    names = [part.strip() for raw in given for part in raw.split(",")]
+    if not all(names):
+        raise invalid_parameter(name, "must name runtime statuses, with no empty entry")
     unknown = [n for n in names if n.lower() not in _PRODUCED and n.lower() not in UNPRODUCED_STATUSES]
     if unknown:
         raise invalid_parameter(name, f"unknown runtime status {unknown[0]!r}")

@@ -427,7 +427,8 @@ def test_list_answers_on_the_trailing_slash_route_too(http, three, uid):
 
 @pytest.mark.parametrize(
     "query",
-    ["createdTimeFrom=yesterday", "createdTimeTo=2026-13-01", "top=0", "top=ten", "runtimeStatus=Done"],
+    ["createdTimeFrom=yesterday", "createdTimeTo=2026-13-01", "top=0", "top=ten", "runtimeStatus=Done",
+     "runtimeStatus=", "runtimeStatus=Running,"],
 )
 def test_list_with_a_bad_query_parameter_answers_400(http, query):
     response = listing(http, query)

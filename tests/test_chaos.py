@@ -1,0 +1,36 @@
+"""The chaos run, short (CI's version of `make chaos`): the real stack under kills, a
+Redis restart, duplicate bursts, terminates and restarts; no invariant may break."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.workers import REPO
+
+pytestmark = pytest.mark.timeout(400)
+
+SECONDS = os.environ.get("CHAOS_SECONDS", "60")
+
+
+def test_a_short_chaos_run_breaks_no_invariant(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}  # the run brings its own Redis
+    done = subprocess.run(
+        [sys.executable, "-m", "chaos", "--seconds", SECONDS, "--seed", "7", "--out", str(tmp_path)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=360,
+    )
+    print(done.stdout[-3000:])
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["violations"] == {
+        "overlaps": 0, "stuck": 0, "lost_records": 0, "duplicate_202s": 0, "driver_errors": 0
+    }, json.dumps(report["details"], default=str)[:3000]
+    # The run did what it claims: it started runs, executed steps and injected faults.
+    assert report["runs_started"] > 50 and report["executions"] > 100
+    assert report["faults"].get("kill-worker", 0) >= 1 and report["faults"].get("kill-child", 0) >= 1
+    assert report["faults"].get("restart-redis") == 1 and report["redis_restart"]["records_before"] > 0
+    assert report["duplicate_starts_refused"] > 100
+    assert done.returncode == 0
