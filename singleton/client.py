@@ -32,7 +32,7 @@ from .errors import (
 )
 from .orchestrator import Orchestrator, get_orchestrator
 from .policies import IfFinished, IfLive
-from .runs import RunIdentity, run_canvas
+from .runs import RunIdentity, apply_run, run_canvas
 from .status import (
     OrchestrationStatus,
     RuntimeStatus,
@@ -124,7 +124,7 @@ class OrchestrationClient:
         try:
             # The client reads status from the record, never from Celery results, so it
             # need not subscribe to the first step's result channel (two commands fewer).
-            canvas.apply_async(ignore_result=True)
+            apply_run(canvas, ignore_result=True)
         except Exception as exc:
             self._give_back(instance_id, claim)
             raise ServiceUnavailable(

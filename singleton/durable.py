@@ -22,7 +22,7 @@ from kombu.utils.json import dumps, loads
 
 from .errors import InvalidInput, NotInRun, ServiceUnavailable
 from .orchestrator import get_orchestrator
-from .runs import RunIdentity, run_canvas
+from .runs import RunIdentity, apply_run, run_canvas
 from .status import RuntimeStatus, validate_event_name
 from .store import Release
 from .worker import SingletonTask, runtime
@@ -154,7 +154,7 @@ def _apply_continued(app: Celery, instance_id: str, name: str, run_id: str, inpu
     # Task ids derived from the run id: publishing the same run twice (a redelivered
     # continue step or timer) yields duplicates that the step gates recognise.
     canvas, _ = run_canvas(app, canvas, identity, deterministic=True)
-    canvas.apply_async(countdown=countdown or None, ignore_result=True)
+    apply_run(canvas, countdown=countdown or None, ignore_result=True)
 
 
 # -- the tasks ------------------------------------------------------------------------

@@ -100,6 +100,24 @@ def run_canvas(
     return canvas, identity
 
 
+def apply_run(canvas: Signature, **options: Any) -> None:
+    """Publish a run's canvas (from ``run_canvas``) with `options` for its first task.
+
+    A plain chain is published the way Celery's ``chain.apply_async`` publishes it (the
+    first task, with the rest as its ``chain`` field, last step first), without the
+    deep copies and result objects Celery builds on the way, which the run never uses:
+    every step's id is already preset.
+    """
+    steps = _plain_steps(canvas)
+    if canvas.subtask_type != "chain" or steps is None or canvas.options:
+        canvas.apply_async(**options)
+        return
+    first, rest = steps[0], steps[1:]
+    for step in rest:
+        step.options.setdefault("task_id", uuid())
+    first.apply_async(chain=[dict(step) for step in reversed(rest)] or None, **options)
+
+
 def _plain_steps(canvas: Signature) -> list[Signature] | None:
     # subtask_type is None for a single task, "chain"/"group"/"chord" otherwise.
     if canvas.subtask_type is None:
