@@ -312,10 +312,10 @@ def analysis(results: dict[str, Any]) -> list[str]:
                  f"{factor * 100:,} of them." if factor and shards else "")
         texts.append(
             "List pages: get_status stays flat; pages grow with the number of index entries a page "
-            "fetches and parses." + shape + " The profiles below show most of the time in redis-py's "
-            "pure-Python reply parser. Fetching fewer entries per shard (merging shards lazily) and "
-            "reading only the status field before the whole record are core changes; redis-py's C "
-            "parser (hiredis) is not among the product's dependencies.")
+            "fetches and parses." + shape + " The profiles below show the time going into fetching and "
+            "converting those index entries (scores included) and reading the records. Fetching "
+            "fewer entries per shard (merging shards lazily) and reading only the status field "
+            "before the whole record would keep it flat; neither is done yet.")
     for prefix, what in (("HTTP", "HTTP start"), ("end-to-end", "End to end")):
         if any(t.text.startswith(prefix) for t in missed):
             texts.append(f"{what}: see the profile below for where the worker processes spend the time.")
