@@ -41,7 +41,7 @@ from .status import (
     validate_event_name,
     validate_instance_id,
 )
-from .store import Release
+from .store import SHARDS, Release
 from .worker import runtime
 
 logger = logging.getLogger(__name__)
@@ -201,8 +201,8 @@ class OrchestrationClient:
         """Return one page of instances, newest first, that match every filter given.
 
         A page examines at most ``page_size`` index entries (``SCAN_FACTOR`` times that
-        with a status or prefix filter), so its cost does not grow with the number of
-        records. A filtered page may hold fewer than ``page_size`` instances and still
+        with a status or prefix filter, asking each shard for a share of it), so its cost
+        does not grow with the number of records. A filtered page may hold fewer than ``page_size`` instances and still
         carry a continuation token; follow tokens until one is None. ``runtime_status``
         None means any status; an empty collection matches nothing.
 
@@ -220,7 +220,10 @@ class OrchestrationClient:
         cursor = _decode_token(continuation_token) if continuation_token else None
         newest = cursor[0] if cursor else _us(created_time_to, math.inf)
         oldest = _us(created_time_from, -math.inf)
-        candidates, more = self._candidates(newest, oldest, cursor, budget)
+        # A filtered page asks each shard for a share of its budget (twice the even share,
+        # so skew costs little), not all of it: its cost then stays flat as records grow.
+        per_shard = min(budget, 2 * math.ceil(budget / SHARDS)) if filtered else budget
+        candidates, more = self._candidates(newest, oldest, cursor, budget, per_shard)
         records = self._store.read_many(i for i, _ in candidates)
         found: list[OrchestrationStatus] = []
         last = None
@@ -236,14 +239,14 @@ class OrchestrationClient:
         return StatusPage(found, token)
 
     def _candidates(
-        self, newest: float, oldest: float, cursor: tuple[int, str] | None, budget: int
+        self, newest: float, oldest: float, cursor: tuple[int, str] | None, budget: int, per_shard: int
     ) -> tuple[list[tuple[str, int]], bool]:
-        # One more row than the budget per shard: the cursor's own entry comes back too.
-        per_shard = self._store.index_page(newest, oldest, budget + 1)
-        rows = [(s, i) for shard in per_shard for i, s in shard if cursor is None or (s, i) < cursor]
+        # One more row per shard than asked for: the cursor's own entry comes back too.
+        shards = self._store.index_page(newest, oldest, per_shard + 1)
+        rows = [(s, i) for shard in shards for i, s in shard if cursor is None or (s, i) < cursor]
         # A full shard may hold more entries above another shard's older rows, so rows
         # below the highest last row of any full shard wait for the next page.
-        full = [(shard[-1][1], shard[-1][0]) for shard in per_shard if len(shard) > budget]
+        full = [(shard[-1][1], shard[-1][0]) for shard in shards if len(shard) > per_shard]
         if full:
             floor = max(full)
             rows = [row for row in rows if row >= floor]

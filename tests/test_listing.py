@@ -333,3 +333,29 @@ def test_paging_lists_every_record_when_most_of_them_share_one_shard(
         assert ids(pages) == list(reversed(created))
     finally:
         remove(store, created)
+
+
+def test_filtered_paging_lists_every_match_when_most_records_share_one_shard(
+    client: OrchestrationClient, store: Store, redis_client: redis.Redis
+) -> None:
+    # A filtered page asks each shard for only a share of its budget: with one crowded
+    # shard, the floor of the full shards must still keep every match, in order.
+    tag = f"lst2-{uuid.uuid4().hex[:8]}"
+    candidates = [f"{tag}-{n}" for n in range(600)]
+    crowded = [i for i in candidates if _shard(i) == _shard(candidates[0])][:12]
+    others = [i for i in candidates if _shard(i) != _shard(candidates[0])][:5]
+    created = [others[0], *crowded[:6], *others[1:], *crowded[6:]]
+    since = redis_now(redis_client)
+    try:
+        # Sparse matches: a page examines past the crowded shard's fetched rows.
+        completed = [*others, crowded[0], crowded[7]]
+        for instance_id in created:
+            status = RuntimeStatus.COMPLETED if instance_id in completed else RuntimeStatus.FAILED
+            create(store, instance_id, status)
+        completed = [i for i in created if i in completed]
+        for page_size in (1, 2, 5):
+            pages = list_pages(client, created_time_from=since, page_size=page_size,
+                               runtime_status=[RuntimeStatus.COMPLETED])
+            assert ids(pages) == list(reversed(completed)), page_size
+    finally:
+        remove(store, created)
