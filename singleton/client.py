@@ -203,8 +203,9 @@ class OrchestrationClient:
         A page examines at most ``page_size`` index entries (``SCAN_FACTOR`` times that
         with a status or prefix filter, asking each shard for a share of it), so its cost
         does not grow with the number of records. A filtered page may hold fewer than
-        ``page_size`` instances and still carry a continuation token; follow tokens until one is None. ``runtime_status``
-        None means any status; an empty collection matches nothing.
+        ``page_size`` instances and still carry a continuation token; follow tokens until
+        one is None. ``runtime_status`` None means any status; an empty collection
+        matches nothing.
 
         Raises:
             InvalidContinuationToken: the token was not issued by this library.
