@@ -178,14 +178,15 @@ class OrchestrationClient:
         With ``show_history``, ``history`` lists the current run's steps (with their
         results only when ``show_history_output``).
         """
-        record = self._store.read(validate_instance_id(instance_id))
+        validate_instance_id(instance_id)
+        if not show_history:
+            record = self._store.read(instance_id)
+            return None if record is None else _to_status(instance_id, record, show_input)
+        record, history = self._store.read_with_history(instance_id)
         if record is None:
             return None
-        status = _to_status(instance_id, record, show_input)
-        if not show_history:
-            return status
-        steps = [_step(e, show_history_output) for e in self._store.read_history(instance_id)]
-        return replace(status, history=steps)
+        steps = [_step(entry, show_history_output) for entry in history]
+        return replace(_to_status(instance_id, record, show_input), history=steps)
 
     def get_status_by(
         self,

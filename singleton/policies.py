@@ -23,12 +23,3 @@ class IfFinished(enum.StrEnum):
     ALLOW_FAILED_ONLY = "allow_failed_only"  # only after Failed or Terminated
     REJECT = "reject"  # an ID runs once while its record exists
 
-
-def if_live(value: IfLive | str) -> IfLive:
-    """Return the IfLive policy named `value`; raise ValueError for an unknown name."""
-    return IfLive(value)
-
-
-def if_finished(value: IfFinished | str) -> IfFinished:
-    """Return the IfFinished policy named `value`; raise ValueError for an unknown name."""
-    return IfFinished(value)

@@ -796,10 +796,15 @@ class Store:
         return [{_text(k): _text(v) for k, v in row.items()} or None for row in rows]
 
     @_unavailable
-    def read_history(self, instance_id: str) -> list[dict[str, str]]:
-        """Return the current run's step history, oldest first."""
-        rows = self._redis.lrange(self._keys(instance_id)[5], 0, -1)
-        return [json.loads(_text(row)) for row in rows]
+    def read_with_history(self, instance_id: str) -> tuple[dict[str, str] | None, list[dict[str, str]]]:
+        """Return the record and its run's step history (oldest first), in one round trip."""
+        keys = self._keys(instance_id)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(keys[0])
+        pipe.lrange(keys[5], 0, -1)
+        row, history = pipe.execute()
+        record = {_text(k): _text(v) for k, v in row.items()} or None
+        return record, [json.loads(_text(entry)) for entry in history]
 
     @_unavailable
     def index_page(

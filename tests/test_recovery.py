@@ -90,9 +90,11 @@ def test_a_step_longer_than_the_lease_keeps_its_run_alive(app, client, uid, redi
     client.start_new("LongerThanLease", uid, {"key": uid})
     wait_until(lambda: events(redis_client, uid), 20, "the step to start")
     store = runtime(app).store
+    deadline = time.monotonic() + 20
     while client.get_status(uid).runtime_status.is_live:
+        assert time.monotonic() < deadline, "the run did not finish in 20 s"
         assert reconcile(store).get("lost", 0) == 0
-        time.sleep(0.25)
+        time.sleep(0.25)  # the reconciler's pace during the step, not a synchronisation
     assert client.get_status(uid).runtime_status is RuntimeStatus.COMPLETED
 
 
