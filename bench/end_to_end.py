@@ -74,7 +74,7 @@ class BenchWorker:
 
 def _orchestrations(app: Celery) -> tuple[Callable[[], str], Callable[[list[str]], list[bool]]]:
     from singleton import OrchestrationClient, RuntimeStatus
-    from singleton.worker import runtime
+    from singleton.runtime import runtime
 
     client = OrchestrationClient(app)
     store = runtime(app).store

@@ -51,15 +51,17 @@ def scale_app(url: str) -> Celery:
 
 def _fill_share(url: str, first: int, last: int) -> None:
     from singleton import RuntimeStatus
-    from singleton.worker import runtime
+    from singleton.runtime import runtime
 
     store = runtime(scale_app(url)).store
 
     def fill(ids: range) -> None:
         for n in ids:
             instance_id, run_id = f"rec-{n:07d}", uuid.uuid4().hex
-            store.claim(instance_id, "HelloSequence", run_id, SMALL_INPUT)
-            store.end_run(instance_id, run_id, RuntimeStatus.COMPLETED, SMALL_OUTPUT)
+            store.claim(instance_id, name="HelloSequence", run_id=run_id, input_json=SMALL_INPUT)
+            store.end_run(
+                instance_id, run_id=run_id, status=RuntimeStatus.COMPLETED, output_json=SMALL_OUTPUT
+            )
 
     shares = [range(first + k, last, FILL_THREADS) for k in range(FILL_THREADS)]
     threads = [threading.Thread(target=fill, args=(share,)) for share in shares]

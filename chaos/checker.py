@@ -55,7 +55,7 @@ def overlaps(execs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def stuck(client: Any, execs: list[dict[str, Any]], grace: float) -> list[dict[str, Any]]:
     """Return live runs with no sign of life for longer than `grace` seconds."""
-    from singleton.worker import runtime
+    from singleton.runtime import runtime
 
     last: dict[str, float] = defaultdict(float)
     for e in execs:

@@ -206,7 +206,7 @@ class Driver:
         self.redis_check = {"records_before": len(before), "records_after": len(after), "lost": lost}
 
     def _records(self) -> dict[str, int]:
-        from singleton.worker import runtime
+        from singleton.runtime import runtime
 
         ids = [s.instance_id for s in self.client.get_status_all(show_input=False)]
         rows = runtime(self.client._app).store.read_many(ids)

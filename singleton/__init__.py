@@ -47,7 +47,8 @@ from .status import (
     validate_event_name,
     validate_instance_id,
 )
-from .worker import SingletonTask, init_app
+from .wiring import init_app
+from .worker import SingletonTask
 
 __all__ = [
     # defining work

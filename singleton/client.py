@@ -33,6 +33,7 @@ from .errors import (
 from .orchestrator import Orchestrator, get_orchestrator
 from .policies import IfFinished, IfLive
 from .runs import RunIdentity, apply_run, run_canvas
+from .runtime import runtime
 from .status import (
     OrchestrationStatus,
     RuntimeStatus,
@@ -41,8 +42,7 @@ from .status import (
     validate_event_name,
     validate_instance_id,
 )
-from .store import SHARDS, Release
-from .worker import runtime
+from .store import SHARDS, ClaimResult, ClaimVerdict, Release, Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -113,11 +113,11 @@ class OrchestrationClient:
         identity = RunIdentity(instance_id, uuid.uuid4().hex, orchestrator.name)
         canvas, identity = run_canvas(self._app, canvas, identity)
         claim = self._store.claim(
-            instance_id, orchestrator.name, identity.run_id, input_json,
+            instance_id, name=orchestrator.name, run_id=identity.run_id, input_json=input_json,
             if_live=live, if_finished=finished, request_id=request_id,
             lease_s=orchestrator.lease or self._run_lease, timeout_s=orchestrator.timeout or 0.0,
         )
-        if claim.outcome == "existing":
+        if claim.outcome is ClaimVerdict.EXISTING:
             return instance_id
         if not claim.claimed:
             raise InstanceAlreadyExists(instance_id, claim.status, claim.run_id)
@@ -157,9 +157,9 @@ class OrchestrationClient:
             if_live=IfLive.FAIL, if_finished=IfFinished.ALLOW,
         )
 
-    def _give_back(self, instance_id: str, claim: Any) -> None:
+    def _give_back(self, instance_id: str, claim: ClaimResult) -> None:
         try:
-            self._store.undo_claim(instance_id, claim)
+            self._store.undo_claim(instance_id, run_id=claim.run_id)
         except ServiceUnavailable:
             logger.error("Could not undo the claim of %r after a failed publish", instance_id)
             raise
@@ -244,7 +244,7 @@ class OrchestrationClient:
         self, newest: float, oldest: float, cursor: tuple[int, str] | None, budget: int, per_shard: int
     ) -> tuple[list[tuple[str, int]], bool]:
         # One more row per shard than asked for: the cursor's own entry comes back too.
-        shards = self._store.index_page(newest, oldest, per_shard + 1)
+        shards = self._store.index_page(newest, oldest_us=oldest, count=per_shard + 1)
         rows = [(s, i) for shard in shards for i, s in shard if cursor is None or (s, i) < cursor]
         # A full shard may hold more entries above another shard's older rows, so rows
         # below the highest last row of any full shard wait for the next page.
@@ -304,7 +304,7 @@ class OrchestrationClient:
         """
         validate_instance_id(instance_id)
         validate_event_name(event_name)
-        release = self._store.raise_event(instance_id, event_name, _encode_input(data))
+        release = self._store.raise_event(instance_id, name=event_name, data_json=_encode_input(data))
         self._released(instance_id, release, "raise an event to")
 
     def suspend(self, instance_id: str, reason: str | None = None) -> None:
@@ -316,7 +316,7 @@ class OrchestrationClient:
             InstanceNotFound, InstanceIsTerminal; InvalidTransition when already suspended.
         """
         outcome, status = self._store.suspend(validate_instance_id(instance_id))
-        self._check(instance_id, outcome, status, "suspend")
+        _check(instance_id, outcome, status, "suspend")
         logger.info("Suspended instance %r (reason: %s).", instance_id, reason)
 
     def resume(self, instance_id: str, reason: str | None = None) -> None:
@@ -330,18 +330,9 @@ class OrchestrationClient:
         logger.info("Resumed instance %r (reason: %s).", instance_id, reason)
 
     def _released(self, instance_id: str, release: Release, operation: str) -> None:
-        self._check(instance_id, release.outcome, release.status, operation)
-        if release.outcome == "release":
+        _check(instance_id, release.outcome, release.status, operation)
+        if release.outcome is Verdict.RELEASE:
             publish_release(self._app, instance_id, release)
-
-    @staticmethod
-    def _check(instance_id: str, outcome: str, status: str, operation: str) -> None:
-        if outcome == "missing":
-            raise InstanceNotFound(instance_id)
-        if outcome == "terminal":
-            raise InstanceIsTerminal(instance_id, RuntimeStatus(status))
-        if outcome == "conflict":
-            raise InvalidTransition(instance_id, RuntimeStatus(status), operation)
 
     # -- managing ---------------------------------------------------------------
     def terminate(self, instance_id: str, reason: str | None = None) -> None:
@@ -351,11 +342,8 @@ class OrchestrationClient:
             InstanceNotFound: no record exists.
             InstanceIsTerminal: the instance has already finished.
         """
-        outcome, status = self._store.terminate(validate_instance_id(instance_id), dumps(reason))
-        if outcome == "missing":
-            raise InstanceNotFound(instance_id)
-        if outcome == "terminal":
-            raise InstanceIsTerminal(instance_id, RuntimeStatus(status))
+        found = self._store.terminate(validate_instance_id(instance_id), reason_json=dumps(reason))
+        _check(instance_id, found.outcome, found.status, "terminate")
 
     def purge_instance_history(self, instance_id: str) -> int:
         """Delete a finished instance's record; return how many were deleted (0 or 1).
@@ -363,10 +351,9 @@ class OrchestrationClient:
         Raises:
             InstanceIsLive: a run is still Pending or Running; nothing was deleted.
         """
-        outcome, status = self._store.purge(validate_instance_id(instance_id))
-        if outcome == "live":
-            raise InstanceIsLive(instance_id, RuntimeStatus(status))
-        return int(outcome == "ok")
+        found = self._store.purge(validate_instance_id(instance_id))
+        _check(instance_id, found.outcome, found.status, "purge")
+        return int(found.outcome is Verdict.OK)
 
     def purge_instance_history_by(
         self,
@@ -396,6 +383,19 @@ class OrchestrationClient:
             token = page.continuation_token
             if token is None:
                 return deleted
+
+
+def _check(instance_id: str, outcome: Verdict, status: str, operation: str) -> None:
+    # The one place a store verdict becomes an error. A purge of a missing record is
+    # not one: it deleted nothing, and says so.
+    if outcome is Verdict.MISSING and operation != "purge":
+        raise InstanceNotFound(instance_id)
+    if outcome is Verdict.TERMINAL:
+        raise InstanceIsTerminal(instance_id, RuntimeStatus(status))
+    if outcome is Verdict.CONFLICT:
+        raise InvalidTransition(instance_id, RuntimeStatus(status), operation)
+    if outcome is Verdict.LIVE:
+        raise InstanceIsLive(instance_id, RuntimeStatus(status))
 
 
 def _policies(

@@ -23,9 +23,10 @@ from kombu.utils.json import dumps, loads
 from .errors import InvalidInput, NotInRun, ServiceUnavailable
 from .orchestrator import get_orchestrator
 from .runs import RunIdentity, apply_run, run_canvas
+from .runtime import runtime
 from .status import RuntimeStatus, validate_event_name
-from .store import Release
-from .worker import SingletonTask, runtime
+from .store import Release, StepVerdict, Verdict
+from .worker import SingletonTask
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def set_custom_status(value: Any) -> bool:
     if identity is None:
         raise NotInRun("set_custom_status")
     store = runtime(task.app).store
-    return store.set_custom_status(identity.instance_id, identity.run_id, dumps(value))
+    return store.set_custom_status(identity.instance_id, run_id=identity.run_id, value_json=dumps(value))
 
 
 # -- publishing what was parked -----------------------------------------------------
@@ -114,7 +115,9 @@ def publish_release(app: Celery, instance_id: str, release: Release) -> None:
             # result as its first argument and carries the rest of the chain.
             signature(rest.pop(), app=app).apply_async((value,), chain=rest or None)
     except Exception as exc:
-        runtime(app).store.repark(instance_id, park["run"], release.park, release.value)
+        runtime(app).store.repark(
+            instance_id, run_id=park["run"], park_json=release.park, value_json=release.value
+        )
         raise ServiceUnavailable(
             f"Could not publish the run's next step; it is Suspended until resumed: {exc}",
             instance_id=instance_id,
@@ -139,7 +142,7 @@ def publish_continued(app: Celery, instance_id: str, name: str, run_id: str, inp
                                                 "name": name, "run": run_id})
     else:
         _apply_continued(app, instance_id, name, run_id, input, countdown=delay)
-    store.continued(instance_id, run_id)
+    store.continued(instance_id, run_id=run_id)
 
 
 def _apply_continued(app: Celery, instance_id: str, name: str, run_id: str, input: Any,
@@ -149,7 +152,8 @@ def _apply_continued(app: Celery, instance_id: str, name: str, run_id: str, inpu
         canvas = get_orchestrator(name).build(input)
     except (ValueError, TypeError) as exc:
         store = runtime(app).store
-        store.end_run(instance_id, run_id, RuntimeStatus.FAILED, dumps(f"InvalidInput: {exc}"))
+        store.end_run(instance_id, run_id=run_id, status=RuntimeStatus.FAILED,
+                      output_json=dumps(f"InvalidInput: {exc}"))
         return
     # Task ids derived from the run id: publishing the same run twice (a redelivered
     # continue step or timer) yields duplicates that the step gates recognise.
@@ -175,10 +179,10 @@ class WaitTask(SingletonTask):
             })
         park = dumps({"kind": "event", "run": identity.run_id, "chain": self.request.chain or []})
         gate = runtime(self.app).store.park(
-            identity.instance_id, identity.run_id, task_id, park, event=name,
+            identity.instance_id, run_id=identity.run_id, task_id=task_id, park_json=park, event=name,
             default_json=dumps(default) if has_default else "", final=identity.is_final(task_id),
         )
-        if gate.outcome == "event":
+        if gate.outcome is StepVerdict.EVENT:
             return loads(gate.detail)
         logger.info("Run %s of %r waits for event %r.", identity.run_id, identity.instance_id, name)
         raise Ignore()
@@ -199,8 +203,11 @@ class ContinueTask(SingletonTask):
             raise InvalidInput(f"the new input is not JSON-serialisable ({exc})") from exc
         new_run = uuid.uuid4().hex
         store = runtime(self.app).store
-        if not store.continue_as_new(identity.instance_id, identity.run_id, new_run, input_json,
-                                     self.request.id, delay):
+        moved = store.continue_as_new(
+            identity.instance_id, run_id=identity.run_id, new_run_id=new_run, input_json=input_json,
+            task_id=self.request.id, delay_s=delay,
+        )
+        if not moved:
             raise Ignore()
         try:
             publish_continued(self.app, identity.instance_id, identity.name, new_run, new_input, delay)
@@ -223,8 +230,10 @@ def _perform(app: Celery, action: dict[str, Any]) -> None:
     instance_id = action["instance"]
     if action["kind"] == "event_timeout":
         failure = dumps(f"EventTimeout: no '{action['event']}' event within {action['timeout']} s")
-        release = store.event_timeout(instance_id, action["run"], action["task"], failure)
-        if release.outcome == "release":
+        release = store.event_timeout(
+            instance_id, run_id=action["run"], task_id=action["task"], failure_json=failure
+        )
+        if release.outcome is Verdict.RELEASE:
             publish_release(app, instance_id, release)
     elif action["kind"] == "continue":
         record = store.read(instance_id) or {}

@@ -20,8 +20,8 @@ from collections import Counter
 from celery import Celery, Task
 from kombu.utils.json import dumps
 
-from .store import Store
-from .worker import runtime
+from .runtime import runtime
+from .store import ReapVerdict, Store
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ RECONCILE_TASK = "singleton.reconcile"
 BATCH = 100
 
 
-def reconcile(store: Store, *, batch: int = BATCH) -> Counter[str]:
+def reconcile(store: Store, *, batch: int = BATCH) -> Counter[ReapVerdict]:
     """Fail the overdue live runs of every shard; return how many ended which way.
 
     Returns:
@@ -42,9 +42,9 @@ def reconcile(store: Store, *, batch: int = BATCH) -> Counter[str]:
         return Counter()
     lost = dumps("Lost: the run gave no sign of life within its lease; its messages are gone.")
     timed_out = dumps("TimedOut: the run did not finish within its orchestrator's timeout.")
-    outcomes = store.reap(overdue, lost, timed_out)
+    outcomes = store.reap(overdue, lost_json=lost, timed_out_json=timed_out)
     for instance_id, outcome in zip(overdue, outcomes, strict=True):
-        if outcome in ("lost", "timed_out"):
+        if outcome in (ReapVerdict.LOST, ReapVerdict.TIMED_OUT):
             logger.warning("Failed instance %r: %s.", instance_id, outcome.replace("_", " "))
     return Counter(outcomes)
 

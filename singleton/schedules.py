@@ -25,10 +25,11 @@ from typing import Any
 
 from celery import Celery, Task
 
+from .client import OrchestrationClient
 from .errors import InstanceAlreadyExists
 from .orchestrator import get_orchestrator
+from .runtime import runtime
 from .status import validate_instance_id
-from .worker import runtime
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +84,6 @@ class Tick:
     """One execution of the starter task: one attempt to start an instance's next run."""
 
     def __init__(self, task: Task, name: str, instance_id: str, input: Any, overlap: str) -> None:
-        from .client import OrchestrationClient  # the client imports the worker module
-
         _check_policy(overlap)
         self.task, self.name, self.input, self.overlap = task, name, input, overlap
         self.instance_id = validate_instance_id(instance_id)
@@ -97,14 +96,14 @@ class Tick:
         """Start the run or apply the overlap policy; return what happened."""
         get_orchestrator(self.name)  # an unknown name fails the tick, whatever the policy
         buffered = self.overlap == "buffer_one" and self.task.request.retries > 0
-        if buffered and not self.store.hold_buffer(self.instance_id, self.token, _slot_ttl(poll)):
+        if buffered and not self.store.hold_buffer(self.instance_id, token=self.token, ttl_s=_slot_ttl(poll)):
             return self._outcome("skipped", "its buffer slot expired")
         try:
             self._start()
         except InstanceAlreadyExists as exc:
             return self._refused(exc, poll, max_wait)
         if buffered:
-            self.store.release_buffer(self.instance_id, self.token)
+            self.store.release_buffer(self.instance_id, token=self.token)
         return self._outcome("started", "buffered tick" if buffered else "")
 
     def _start(self) -> None:
@@ -118,17 +117,17 @@ class Tick:
             return self._outcome("skipped", live)
         waited = self.task.request.retries * poll
         if waited >= max_wait:
-            self.store.release_buffer(self.instance_id, self.token)
+            self.store.release_buffer(self.instance_id, token=self.token)
             return self._outcome("skipped", f"{live} after {waited:.0f} s in the buffer")
         if self.task.request.retries == 0:
-            if not self.store.hold_buffer(self.instance_id, self.token, _slot_ttl(poll)):
+            if not self.store.hold_buffer(self.instance_id, token=self.token, ttl_s=_slot_ttl(poll)):
                 return self._outcome("skipped", f"{live} and a tick is already buffered")
             self._outcome("buffered", live)
         # Retry keeps the task id, which is the slot's token.
         raise self.task.retry(countdown=poll)
 
     def _outcome(self, outcome: str, detail: str) -> dict[str, Any]:
-        self.store.count_tick(self.instance_id, outcome)
+        self.store.count_tick(self.instance_id, outcome=outcome)
         logger.info(
             "Tick of %s for instance %r %s%s.",
             self.name, self.instance_id, outcome, f" ({detail})" if detail else "",

@@ -22,8 +22,8 @@ from singleton import (
     OrchestrationClient,
     OrchestratorNotFound,
 )
+from singleton.runtime import runtime
 from singleton.store import SHARDS
-from singleton.worker import runtime
 
 
 def assert_nothing_claimed(
@@ -150,7 +150,7 @@ def test_refused_start_leaves_an_existing_record_untouched(
     app: Any, client: OrchestrationClient, uid: str
 ) -> None:
     store = runtime(app).store
-    claim = store.claim(uid, "Delay", "run-held", '{"seconds":0}')
+    claim = store.claim(uid, name="Delay", run_id="run-held", input_json='{"seconds":0}')
     assert claim.claimed
     try:
         before = store.read(uid)
@@ -158,7 +158,7 @@ def test_refused_start_leaves_an_existing_record_untouched(
             client.start_new("Delay", uid, {"seconds": -1})
         assert store.read(uid) == before
     finally:
-        store.terminate(uid, "null")
+        store.terminate(uid, reason_json="null")
         store.purge(uid)
 
 

@@ -14,7 +14,7 @@ from singleton import (
     InvalidTransition,
     RuntimeStatus,
 )
-from singleton.worker import runtime
+from singleton.runtime import runtime
 from tests.probe import events, release
 from tests.workers import wait_until
 

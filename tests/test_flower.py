@@ -7,8 +7,8 @@ import urllib.parse
 
 import pytest
 
+from singleton.runtime import runtime
 from singleton.schedules import START_TASK
-from singleton.worker import runtime
 from tests.probe import events
 from tests.services import Flower
 from tests.workers import wait_until

@@ -20,8 +20,8 @@ import redis
 
 from singleton import OrchestrationClient, OrchestrationStatus, RuntimeStatus
 from singleton.client import SCAN_FACTOR
+from singleton.runtime import runtime
 from singleton.store import SHARDS, Store
-from singleton.worker import runtime
 
 COUNT = 25
 PAGE = 7
@@ -42,19 +42,22 @@ def redis_now(redis_client: redis.Redis) -> datetime:
 
 def create(store: Store, instance_id: str, status: RuntimeStatus) -> None:
     run_id = uuid.uuid4().hex
-    claim = store.claim(instance_id, "Probe", run_id, json.dumps({"seconds": 0, "key": instance_id}))
+    input_json = json.dumps({"seconds": 0, "key": instance_id})
+    claim = store.claim(instance_id, name="Probe", run_id=run_id, input_json=input_json)
     assert claim.claimed
     if status is RuntimeStatus.RUNNING:
-        assert store.begin_step(instance_id, run_id, "step-1", "tok", 3600).outcome == "run"
+        gate = store.begin_step(instance_id, run_id=run_id, task_id="step-1", token="tok", lease_s=3600)
+        assert gate.outcome == "run"
     elif status is RuntimeStatus.TERMINATED:
-        assert store.terminate(instance_id, json.dumps("listing test"))[0] == "ok"
+        assert store.terminate(instance_id, reason_json=json.dumps("listing test"))[0] == "ok"
     elif status.is_terminal:
-        assert store.end_run(instance_id, run_id, status, json.dumps(f"out-{instance_id}"))
+        output = json.dumps(f"out-{instance_id}")
+        assert store.end_run(instance_id, run_id=run_id, status=status, output_json=output)
 
 
 def remove(store: Store, instance_ids: list[str]) -> None:
     for instance_id in instance_ids:
-        store.terminate(instance_id, "null")
+        store.terminate(instance_id, reason_json="null")
         store.purge(instance_id)
 
 

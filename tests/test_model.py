@@ -86,8 +86,15 @@ class StoreModel(RuleBasedStateMachine):
     @rule(instance_id=IDS, if_live=IF_LIVE, if_finished=IF_FINISHED, request=REQUESTS)
     def start(self, instance_id: str, if_live: str, if_finished: str, request: str) -> None:
         run = uuid.uuid4().hex
-        result = self.store.claim(instance_id, "Model", run, "null", if_live=if_live,
-                                  if_finished=if_finished, request_id=request)
+        result = self.store.claim(
+            instance_id,
+            name="Model",
+            run_id=run,
+            input_json="null",
+            if_live=if_live,
+            if_finished=if_finished,
+            request_id=request,
+        )
         known = self.model.get(instance_id)
         expected = self._expected_claim(known, if_live, if_finished, request)
         assert result.outcome == expected, (known, if_live, if_finished, request)
@@ -118,7 +125,9 @@ class StoreModel(RuleBasedStateMachine):
         known = self.model.get(instance_id)
         run = known.run if known else "none"
         task, token = self._next_task(), uuid.uuid4().hex
-        gate = self.store.begin_step(instance_id, run, task, token, 30, "step")
+        gate = self.store.begin_step(
+            instance_id, run_id=run, task_id=task, token=token, lease_s=30, name="step"
+        )
         if not self._live(instance_id):
             assert gate.outcome == "stale"
         elif known.status is RuntimeStatus.SUSPENDED:
@@ -141,15 +150,21 @@ class StoreModel(RuleBasedStateMachine):
         known = self.model.get(instance_id)
         if known is not None and task in known.executing:
             token = known.executing.pop(task)
-            assert self.store.mark_step(instance_id, known.run, task, token, "done", "1")
+            assert self.store.complete_step(
+                instance_id, run_id=known.run, task_id=task, token=token, result_json="1"
+            )
         else:
             run, token = self.drains[instance_id].pop(task)
-            assert not self.store.mark_step(instance_id, run, task, token, "done", "1")
+            assert not self.store.complete_step(
+                instance_id, run_id=run, task_id=task, token=token, result_json="1"
+            )
 
     @rule(instance_id=IDS, status=st.sampled_from([RuntimeStatus.COMPLETED, RuntimeStatus.FAILED]))
     def end_run(self, instance_id: str, status: RuntimeStatus) -> None:
         known = self.model.get(instance_id)
-        ended = self.store.end_run(instance_id, known.run if known else "none", status, "1")
+        ended = self.store.end_run(
+            instance_id, run_id=known.run if known else "none", status=status, output_json="1"
+        )
         assert ended == self._live(instance_id)
         if ended:
             self._end(instance_id, status)
@@ -159,14 +174,23 @@ class StoreModel(RuleBasedStateMachine):
     def stale_run_writes_nothing(self, data: st.DataObject) -> None:
         instance_id = data.draw(st.sampled_from(sorted(i for i, m in self.model.items() if m.old_runs)))
         old_run = data.draw(st.sampled_from(self.model[instance_id].old_runs))
-        assert not self.store.end_run(instance_id, old_run, RuntimeStatus.COMPLETED, "1")
-        assert not self.store.set_custom_status(instance_id, old_run, '"stale"')
-        assert not self.store.continue_as_new(instance_id, old_run, uuid.uuid4().hex, "null", "t")
-        assert self.store.begin_step(instance_id, old_run, self._next_task(), "t", 30).outcome == "stale"
+        assert not self.store.end_run(
+            instance_id, run_id=old_run, status=RuntimeStatus.COMPLETED, output_json="1"
+        )
+        assert not self.store.set_custom_status(instance_id, run_id=old_run, value_json='"stale"')
+        assert not self.store.continue_as_new(
+            instance_id, run_id=old_run, new_run_id=uuid.uuid4().hex, input_json="null", task_id="t"
+        )
+        assert (
+            self.store.begin_step(
+                instance_id, run_id=old_run, task_id=self._next_task(), token="t", lease_s=30
+            ).outcome
+            == "stale"
+        )
 
     @rule(instance_id=IDS)
     def terminate(self, instance_id: str) -> None:
-        outcome, _ = self.store.terminate(instance_id, '"stop"')
+        outcome, _ = self.store.terminate(instance_id, reason_json='"stop"')
         if instance_id not in self.model:
             assert outcome == "missing"
         elif not self._live(instance_id):
@@ -218,14 +242,19 @@ class StoreModel(RuleBasedStateMachine):
     def continue_as_new(self, instance_id: str) -> None:
         known = self.model.get(instance_id)
         new_run = uuid.uuid4().hex
-        moved = self.store.continue_as_new(instance_id, known.run if known else "none", new_run,
-                                           '{"next": 1}', self._next_task())
+        moved = self.store.continue_as_new(
+            instance_id,
+            run_id=known.run if known else "none",
+            new_run_id=new_run,
+            input_json='{"next": 1}',
+            task_id=self._next_task(),
+        )
         assert moved == self._live(instance_id)
         if moved:
             self._drain(instance_id, known)
             known.old_runs.append(known.run)
             known.run, known.status = new_run, RuntimeStatus.CONTINUED_AS_NEW
-            assert self.store.continued(instance_id, new_run)
+            assert self.store.continued(instance_id, run_id=new_run)
             known.status = RuntimeStatus.RUNNING
 
     # -- the invariant -----------------------------------------------------------------
@@ -247,8 +276,9 @@ def model_machine(redis_client: redis.Redis) -> type[StoreModel]:
 
 
 def test_the_store_scripts_agree_with_the_model_after_every_step(model_machine) -> None:
-    budget = settings(max_examples=EXAMPLES, stateful_step_count=30, deadline=None,
-                      suppress_health_check=list(HealthCheck))
+    budget = settings(
+        max_examples=EXAMPLES, stateful_step_count=30, deadline=None, suppress_health_check=list(HealthCheck)
+    )
     run_state_machine_as_test(model_machine, settings=budget)
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from proj.redis_server import free_port
 from singleton import RuntimeStatus
-from singleton.worker import runtime
+from singleton.runtime import runtime
 from tests.workers import REPO
 
 START_WITH_DEAD_BROKER = """
@@ -50,12 +50,12 @@ def test_failed_publish_of_a_new_id_leaves_no_record(client, uid):
 
 
 def test_failed_publish_restores_the_finished_run_it_replaced(client, store, uid):
-    claim = store.claim(uid, "HelloSequence", "old-run", "null")
-    store.end_run(uid, "old-run", RuntimeStatus.COMPLETED, json.dumps(["done"]))
+    claim = store.claim(uid, name="HelloSequence", run_id="old-run", input_json="null")
+    store.end_run(uid, run_id="old-run", status=RuntimeStatus.COMPLETED, output_json=json.dumps(["done"]))
     before = client.get_status(uid)
 
     answer = start_with_dead_broker(uid)
     assert answer["outcome"] == "unavailable"
     after = client.get_status(uid)
     assert after == before and after.output == ["done"] and after.run_id == "old-run"
-    assert store.claim(uid, "HelloSequence", "next-run", "null").fence > claim.fence
+    assert store.claim(uid, name="HelloSequence", run_id="next-run", input_json="null").fence > claim.fence

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from singleton import RuntimeStatus
+from singleton.runtime import runtime
 from singleton.status import LIVE_STATUSES
-from singleton.worker import runtime
 from tests.test_listing import create, redis_now, remove
 
 

@@ -9,14 +9,14 @@ import pytest
 
 from singleton import RuntimeStatus
 from singleton.recovery import RECONCILE_TASK, reconcile
+from singleton.runtime import runtime
 from singleton.store import Store
-from singleton.worker import runtime
 from tests.probe import events
 from tests.workers import wait_until
 
 
 def claim(store: Store, instance_id: str, **options):
-    return store.claim(instance_id, "Probe", uuid.uuid4().hex, "null", **options)
+    return store.claim(instance_id, name="Probe", run_id=uuid.uuid4().hex, input_json="null", **options)
 
 
 def past(seconds: float) -> None:
@@ -37,10 +37,10 @@ def test_a_run_silent_beyond_its_lease_is_failed_as_lost_and_its_id_freed(store:
 
 def test_a_renewed_step_keeps_its_run_alive_past_the_lease(store: Store) -> None:
     run = claim(store, "busy", lease_s=0.3)
-    store.begin_step("busy", run.run_id, "t1", "tok", 30, "step")
+    store.begin_step("busy", run_id=run.run_id, task_id="t1", token="tok", lease_s=30, name="step")
     for _ in range(4):
         past(0.15)
-        assert store.mark_step("busy", run.run_id, "t1", "tok", "renew", 30_000_000)
+        assert store.renew_step("busy", run_id=run.run_id, task_id="t1", token="tok", lease_s=30)
         assert reconcile(store) == {}
     assert store.read("busy")["status"] == "Running"
 
@@ -55,18 +55,18 @@ def test_a_suspended_run_is_not_lost(store: Store) -> None:
 
 def test_a_run_past_its_timeout_fails_as_timed_out_even_while_alive(store: Store) -> None:
     run = claim(store, "slow", lease_s=30, timeout_s=0.2)
-    store.begin_step("slow", run.run_id, "t1", "tok", 30, "step")
+    store.begin_step("slow", run_id=run.run_id, task_id="t1", token="tok", lease_s=30, name="step")
     past(0.3)
-    assert store.mark_step("slow", run.run_id, "t1", "tok", "renew", 30_000_000)
+    assert store.renew_step("slow", run_id=run.run_id, task_id="t1", token="tok", lease_s=30)
     assert reconcile(store) == {"timed_out": 1}
     assert store.read("slow")["output"].startswith('"TimedOut')
 
 
 def test_finished_and_purged_runs_leave_the_alive_index(store: Store) -> None:
     run = claim(store, "done", lease_s=0.1)
-    store.end_run("done", run.run_id, RuntimeStatus.COMPLETED, "1")
+    store.end_run("done", run_id=run.run_id, status=RuntimeStatus.COMPLETED, output_json="1")
     claim(store, "purged", lease_s=0.1)
-    store.terminate("purged", '"x"')
+    store.terminate("purged", reason_json='"x"')
     store.purge("purged")
     past(0.2)
     assert reconcile(store) == {}

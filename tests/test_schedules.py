@@ -11,8 +11,8 @@ from itertools import pairwise
 
 import pytest
 
+from singleton.runtime import runtime
 from singleton.schedules import START_TASK, singleton_entry
-from singleton.worker import runtime
 from tests.probe import events
 from tests.services import Beat
 from tests.workers import wait_until

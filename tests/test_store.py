@@ -55,11 +55,11 @@ def shard_key(prefix: str, instance_id: str, name: str) -> str:
 
 
 def claim(store: Store, instance_id: str, input_json: str = '{"n":1}') -> ClaimResult:
-    return store.claim(instance_id, "Probe", uuid.uuid4().hex, input_json)
+    return store.claim(instance_id, name="Probe", run_id=uuid.uuid4().hex, input_json=input_json)
 
 
 def indexed_ids(store: Store) -> set[str]:
-    return {i for rows in store.index_page(INF, -INF, 1000) for i, _ in rows}
+    return {i for rows in store.index_page(INF, oldest_us=-INF, count=1000) for i, _ in rows}
 
 
 def redis_now_us(redis_client: redis.Redis) -> int:
@@ -90,7 +90,7 @@ def poll(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "a cond
 
 def test_claim_of_new_id_returns_claimed_pending_run(store: Store, redis_client: redis.Redis) -> None:
     before = redis_now_us(redis_client)
-    result = store.claim("fresh", "Probe", "run-1", '{"n":1}')
+    result = store.claim("fresh", name="Probe", run_id="run-1", input_json='{"n":1}')
     after = redis_now_us(redis_client)
 
     assert result.claimed is True
@@ -110,7 +110,7 @@ def test_claim_of_new_id_returns_claimed_pending_run(store: Store, redis_client:
 
 def test_second_claim_while_pending_is_refused_with_the_holders_run_id(store: Store) -> None:
     first = claim(store, "one")
-    second = store.claim("one", "Probe", "run-2", '"other input"')
+    second = store.claim("one", name="Probe", run_id="run-2", input_json='"other input"')
 
     assert second.claimed is False
     assert second.status is RuntimeStatus.PENDING
@@ -123,7 +123,10 @@ def test_second_claim_while_pending_is_refused_with_the_holders_run_id(store: St
 
 def test_second_claim_while_running_is_refused_with_running_status(store: Store) -> None:
     first = claim(store, "one")
-    assert store.begin_step("one", first.run_id, "task-1", "tok", 30).outcome == "run"
+    assert (
+        store.begin_step("one", run_id=first.run_id, task_id="task-1", token="tok", lease_s=30).outcome
+        == "run"
+    )
 
     second = claim(store, "one")
 
@@ -137,11 +140,14 @@ def test_second_claim_while_running_is_refused_with_running_status(store: Store)
 def test_claim_after_terminal_run_succeeds_with_strictly_greater_fence(store: Store, ending: str) -> None:
     first = claim(store, "one")
     if ending == "Terminated":
-        assert store.terminate("one", '"stop"') == ("ok", "Pending")
+        assert store.terminate("one", reason_json='"stop"') == ("ok", "Pending")
     else:
-        assert store.end_run("one", first.run_id, RuntimeStatus(ending), '"out"') is True
+        assert (
+            store.end_run("one", run_id=first.run_id, status=RuntimeStatus(ending), output_json='"out"')
+            is True
+        )
 
-    second = store.claim("one", "Probe", "run-2", '{"n":2}')
+    second = store.claim("one", name="Probe", run_id="run-2", input_json='{"n":2}')
 
     assert second.claimed is True
     assert second.fence > first.fence
@@ -155,9 +161,9 @@ def test_claim_after_terminal_run_succeeds_with_strictly_greater_fence(store: St
 
 def test_fence_keeps_growing_across_purge(store: Store) -> None:
     first = claim(store, "one")
-    assert store.end_run("one", first.run_id, RuntimeStatus.COMPLETED, "1")
+    assert store.end_run("one", run_id=first.run_id, status=RuntimeStatus.COMPLETED, output_json="1")
     second = claim(store, "one")
-    assert store.end_run("one", second.run_id, RuntimeStatus.COMPLETED, "2")
+    assert store.end_run("one", run_id=second.run_id, status=RuntimeStatus.COMPLETED, output_json="2")
     assert store.purge("one") == ("ok", "Completed")
     assert store.read("one") is None
 
@@ -173,7 +179,10 @@ def test_fence_keeps_growing_across_purge(store: Store) -> None:
 def test_end_run_moves_the_current_run_to_its_terminal_status(store: Store) -> None:
     run = claim(store, "one")
 
-    assert store.end_run("one", run.run_id, RuntimeStatus.COMPLETED, '{"result":3}') is True
+    assert (
+        store.end_run("one", run_id=run.run_id, status=RuntimeStatus.COMPLETED, output_json='{"result":3}')
+        is True
+    )
 
     record = store.read("one")
     assert record["status"] == "Completed"
@@ -185,17 +194,21 @@ def test_end_run_with_stale_run_id_returns_false_and_does_not_change_the_record(
     claim(store, "one")
     before = store.read("one")
 
-    assert store.end_run("one", "not-the-run", RuntimeStatus.COMPLETED, '"x"') is False
+    assert (
+        store.end_run("one", run_id="not-the-run", status=RuntimeStatus.COMPLETED, output_json='"x"') is False
+    )
 
     assert store.read("one") == before
 
 
 def test_end_run_of_an_already_terminal_run_returns_false(store: Store) -> None:
     run = claim(store, "one")
-    assert store.end_run("one", run.run_id, RuntimeStatus.FAILED, '"boom"') is True
+    assert store.end_run("one", run_id=run.run_id, status=RuntimeStatus.FAILED, output_json='"boom"') is True
     before = store.read("one")
 
-    assert store.end_run("one", run.run_id, RuntimeStatus.COMPLETED, '"late"') is False
+    assert (
+        store.end_run("one", run_id=run.run_id, status=RuntimeStatus.COMPLETED, output_json='"late"') is False
+    )
 
     assert store.read("one") == before
 
@@ -203,7 +216,7 @@ def test_end_run_of_an_already_terminal_run_returns_false(store: Store) -> None:
 def test_end_run_of_a_missing_record_returns_false_and_creates_nothing(
     store: Store, redis_client: redis.Redis, prefix: str
 ) -> None:
-    assert store.end_run("ghost", "run", RuntimeStatus.COMPLETED, '"x"') is False
+    assert store.end_run("ghost", run_id="run", status=RuntimeStatus.COMPLETED, output_json='"x"') is False
     assert store.read("ghost") is None
     assert keys_of(redis_client, prefix) == set()
 
@@ -214,19 +227,22 @@ def test_end_run_of_a_missing_record_returns_false_and_creates_nothing(
 def test_begin_step_runs_and_moves_pending_to_running(store: Store) -> None:
     run = claim(store, "one")
 
-    gate = store.begin_step("one", run.run_id, "task-1", "tok-a", 30)
+    gate = store.begin_step("one", run_id=run.run_id, task_id="task-1", token="tok-a", lease_s=30)
 
     assert (gate.outcome, gate.detail) == ("run", "Pending")
     assert store.read("one")["status"] == "Running"
-    second = store.begin_step("one", run.run_id, "task-2", "tok-b", 30)
+    second = store.begin_step("one", run_id=run.run_id, task_id="task-2", token="tok-b", lease_s=30)
     assert (second.outcome, second.detail) == ("run", "Running")
 
 
 def test_begin_step_is_busy_while_another_tokens_lease_is_valid(store: Store) -> None:
     run = claim(store, "one")
-    assert store.begin_step("one", run.run_id, "task-1", "tok-a", 30).outcome == "run"
+    assert (
+        store.begin_step("one", run_id=run.run_id, task_id="task-1", token="tok-a", lease_s=30).outcome
+        == "run"
+    )
 
-    gate = store.begin_step("one", run.run_id, "task-1", "tok-b", 30)
+    gate = store.begin_step("one", run_id=run.run_id, task_id="task-1", token="tok-b", lease_s=30)
 
     assert gate.outcome == "busy"
     assert 0 < int(gate.detail) <= 30_000_000
@@ -234,49 +250,82 @@ def test_begin_step_is_busy_while_another_tokens_lease_is_valid(store: Store) ->
 
 def test_begin_step_runs_again_once_the_other_lease_expired(store: Store) -> None:
     run = claim(store, "one")
-    assert store.begin_step("one", run.run_id, "task-1", "tok-a", 0.2).outcome == "run"
-    assert store.begin_step("one", run.run_id, "task-1", "tok-b", 30).outcome == "busy"
+    assert (
+        store.begin_step("one", run_id=run.run_id, task_id="task-1", token="tok-a", lease_s=0.2).outcome
+        == "run"
+    )
+    assert (
+        store.begin_step("one", run_id=run.run_id, task_id="task-1", token="tok-b", lease_s=30).outcome
+        == "busy"
+    )
 
     gate = poll(
-        lambda: (g := store.begin_step("one", run.run_id, "task-1", "tok-b", 30)).outcome == "run" and g,
+        lambda: (
+            (
+                g := store.begin_step("one", run_id=run.run_id, task_id="task-1", token="tok-b", lease_s=30)
+            ).outcome
+            == "run"
+            and g
+        ),
         timeout=3,
         what="the 0.2 s lease to expire",
     )
 
     assert (gate.outcome, gate.detail) == ("run", "Running")
     # The lease is now tok-b's: tok-a can no longer mark the step, tok-b can.
-    assert store.mark_step("one", run.run_id, "task-1", "tok-a", "done", '"a"') is False
-    assert store.mark_step("one", run.run_id, "task-1", "tok-b", "done", '"b"') is True
-    assert store.begin_step("one", run.run_id, "task-1", "tok-c", 30).detail == '"b"'
+    assert (
+        store.complete_step("one", run_id=run.run_id, task_id="task-1", token="tok-a", result_json='"a"')
+        is False
+    )
+    assert (
+        store.complete_step("one", run_id=run.run_id, task_id="task-1", token="tok-b", result_json='"b"')
+        is True
+    )
+    assert (
+        store.begin_step("one", run_id=run.run_id, task_id="task-1", token="tok-c", lease_s=30).detail
+        == '"b"'
+    )
 
 
 def test_begin_step_is_done_with_the_json_result_after_mark_done(store: Store) -> None:
     run = claim(store, "one")
-    assert store.begin_step("one", run.run_id, "task-1", "tok-a", 30).outcome == "run"
+    assert (
+        store.begin_step("one", run_id=run.run_id, task_id="task-1", token="tok-a", lease_s=30).outcome
+        == "run"
+    )
     result = json.dumps({"greetings": ["Hello Tokyo!"], "n": 2})
-    assert store.mark_step("one", run.run_id, "task-1", "tok-a", "done", result) is True
+    assert (
+        store.complete_step("one", run_id=run.run_id, task_id="task-1", token="tok-a", result_json=result)
+        is True
+    )
 
     for token in ("tok-a", "tok-b"):
-        gate = store.begin_step("one", run.run_id, "task-1", token, 30)
+        gate = store.begin_step("one", run_id=run.run_id, task_id="task-1", token=token, lease_s=30)
         assert (gate.outcome, gate.detail) == ("done", result)
 
 
 def test_begin_step_with_wrong_run_id_is_stale_and_takes_no_lease(store: Store) -> None:
     run = claim(store, "one")
 
-    gate = store.begin_step("one", "other-run", "task-1", "tok-a", 30)
+    gate = store.begin_step("one", run_id="other-run", task_id="task-1", token="tok-a", lease_s=30)
 
     assert (gate.outcome, gate.detail) == ("stale", "Pending")
     assert store.read("one")["status"] == "Pending"
-    assert store.begin_step("one", run.run_id, "task-1", "tok-b", 30).outcome == "run"
+    assert (
+        store.begin_step("one", run_id=run.run_id, task_id="task-1", token="tok-b", lease_s=30).outcome
+        == "run"
+    )
 
 
 def test_begin_step_after_terminate_is_stale(store: Store) -> None:
     run = claim(store, "one")
-    assert store.begin_step("one", run.run_id, "task-1", "tok-a", 30).outcome == "run"
-    assert store.terminate("one", '"enough"') == ("ok", "Running")
+    assert (
+        store.begin_step("one", run_id=run.run_id, task_id="task-1", token="tok-a", lease_s=30).outcome
+        == "run"
+    )
+    assert store.terminate("one", reason_json='"enough"') == ("ok", "Running")
 
-    gate = store.begin_step("one", run.run_id, "task-2", "tok-b", 30)
+    gate = store.begin_step("one", run_id=run.run_id, task_id="task-2", token="tok-b", lease_s=30)
 
     assert (gate.outcome, gate.detail) == ("stale", "Terminated")
     assert store.read("one")["status"] == "Terminated"
@@ -285,7 +334,7 @@ def test_begin_step_after_terminate_is_stale(store: Store) -> None:
 def test_begin_step_of_a_missing_record_is_stale(
     store: Store, redis_client: redis.Redis, prefix: str
 ) -> None:
-    gate = store.begin_step("ghost", "run", "task-1", "tok", 30)
+    gate = store.begin_step("ghost", run_id="run", task_id="task-1", token="tok", lease_s=30)
 
     assert (gate.outcome, gate.detail) == ("stale", "")
     assert keys_of(redis_client, prefix) == set()
@@ -293,42 +342,74 @@ def test_begin_step_of_a_missing_record_is_stale(
 
 def test_mark_step_with_the_wrong_token_returns_false_and_keeps_the_lease(store: Store) -> None:
     run = claim(store, "one")
-    assert store.begin_step("one", run.run_id, "task-1", "tok-a", 30).outcome == "run"
+    assert (
+        store.begin_step("one", run_id=run.run_id, task_id="task-1", token="tok-a", lease_s=30).outcome
+        == "run"
+    )
 
-    assert store.mark_step("one", run.run_id, "task-1", "tok-x", "done", '"x"') is False
-    assert store.mark_step("one", run.run_id, "task-1", "tok-x", "release") is False
-    assert store.mark_step("one", "other-run", "task-1", "tok-a", "done", '"x"') is False
-    assert store.mark_step("one", run.run_id, "task-unknown", "tok-a", "done", '"x"') is False
+    assert (
+        store.complete_step("one", run_id=run.run_id, task_id="task-1", token="tok-x", result_json='"x"')
+        is False
+    )
+    assert store.release_step("one", run_id=run.run_id, task_id="task-1", token="tok-x") is False
+    assert (
+        store.complete_step("one", run_id="other-run", task_id="task-1", token="tok-a", result_json='"x"')
+        is False
+    )
+    assert (
+        store.complete_step(
+            "one", run_id=run.run_id, task_id="task-unknown", token="tok-a", result_json='"x"'
+        )
+        is False
+    )
 
-    assert store.begin_step("one", run.run_id, "task-1", "tok-b", 30).outcome == "busy"
+    assert (
+        store.begin_step("one", run_id=run.run_id, task_id="task-1", token="tok-b", lease_s=30).outcome
+        == "busy"
+    )
 
 
 def test_mark_step_release_lets_another_delivery_run_at_once(store: Store) -> None:
     run = claim(store, "one")
-    assert store.begin_step("one", run.run_id, "task-1", "tok-a", 30).outcome == "run"
+    assert (
+        store.begin_step("one", run_id=run.run_id, task_id="task-1", token="tok-a", lease_s=30).outcome
+        == "run"
+    )
 
-    assert store.mark_step("one", run.run_id, "task-1", "tok-a", "release") is True
+    assert store.release_step("one", run_id=run.run_id, task_id="task-1", token="tok-a") is True
 
-    assert store.begin_step("one", run.run_id, "task-1", "tok-b", 30).outcome == "run"
+    assert (
+        store.begin_step("one", run_id=run.run_id, task_id="task-1", token="tok-b", lease_s=30).outcome
+        == "run"
+    )
 
 
 def test_mark_step_renew_extends_the_lease(store: Store) -> None:
     run = claim(store, "one")
-    assert store.begin_step("one", run.run_id, "task-1", "tok-a", 1).outcome == "run"
+    assert (
+        store.begin_step("one", run_id=run.run_id, task_id="task-1", token="tok-a", lease_s=1).outcome
+        == "run"
+    )
 
-    assert store.mark_step("one", run.run_id, "task-1", "tok-a", "renew", 30_000_000) is True
+    assert store.renew_step("one", run_id=run.run_id, task_id="task-1", token="tok-a", lease_s=30) is True
 
-    gate = store.begin_step("one", run.run_id, "task-1", "tok-b", 30)
+    gate = store.begin_step("one", run_id=run.run_id, task_id="task-1", token="tok-b", lease_s=30)
     assert gate.outcome == "busy"
     assert 20_000_000 < int(gate.detail) <= 30_000_000
 
 
 def test_mark_step_after_the_run_ended_returns_false(store: Store) -> None:
     run = claim(store, "one")
-    assert store.begin_step("one", run.run_id, "task-1", "tok-a", 30).outcome == "run"
-    assert store.end_run("one", run.run_id, RuntimeStatus.COMPLETED, "null")
+    assert (
+        store.begin_step("one", run_id=run.run_id, task_id="task-1", token="tok-a", lease_s=30).outcome
+        == "run"
+    )
+    assert store.end_run("one", run_id=run.run_id, status=RuntimeStatus.COMPLETED, output_json="null")
 
-    assert store.mark_step("one", run.run_id, "task-1", "tok-a", "done", '"late"') is False
+    assert (
+        store.complete_step("one", run_id=run.run_id, task_id="task-1", token="tok-a", result_json='"late"')
+        is False
+    )
 
 
 # -- terminate and purge ---------------------------------------------------------------
@@ -337,7 +418,7 @@ def test_mark_step_after_the_run_ended_returns_false(store: Store) -> None:
 def test_terminate_of_a_missing_instance_is_missing(
     store: Store, redis_client: redis.Redis, prefix: str
 ) -> None:
-    assert store.terminate("ghost", '"why"') == ("missing", "")
+    assert store.terminate("ghost", reason_json='"why"') == ("missing", "")
     assert keys_of(redis_client, prefix) == set()
 
 
@@ -345,9 +426,12 @@ def test_terminate_of_a_missing_instance_is_missing(
 def test_terminate_of_a_live_run_is_ok_and_records_the_reason(store: Store, running: bool) -> None:
     run = claim(store, "one")
     if running:
-        assert store.begin_step("one", run.run_id, "task-1", "tok", 30).outcome == "run"
+        assert (
+            store.begin_step("one", run_id=run.run_id, task_id="task-1", token="tok", lease_s=30).outcome
+            == "run"
+        )
 
-    outcome = store.terminate("one", '"operator said so"')
+    outcome = store.terminate("one", reason_json='"operator said so"')
 
     assert outcome == ("ok", "Running" if running else "Pending")
     record = store.read("one")
@@ -361,19 +445,19 @@ def test_terminate_of_a_finished_run_is_terminal_and_changes_nothing(
     store: Store, ending: RuntimeStatus
 ) -> None:
     run = claim(store, "one")
-    assert store.end_run("one", run.run_id, ending, '"out"')
+    assert store.end_run("one", run_id=run.run_id, status=ending, output_json='"out"')
     before = store.read("one")
 
-    assert store.terminate("one", '"too late"') == ("terminal", ending.value)
+    assert store.terminate("one", reason_json='"too late"') == ("terminal", ending.value)
 
     assert store.read("one") == before
 
 
 def test_terminate_twice_reports_terminal_the_second_time(store: Store) -> None:
     claim(store, "one")
-    assert store.terminate("one", '"first"') == ("ok", "Pending")
+    assert store.terminate("one", reason_json='"first"') == ("ok", "Pending")
 
-    assert store.terminate("one", '"second"') == ("terminal", "Terminated")
+    assert store.terminate("one", reason_json='"second"') == ("terminal", "Terminated")
 
     assert store.read("one")["output"] == '"first"'
 
@@ -386,7 +470,10 @@ def test_purge_of_a_missing_instance_is_missing(store: Store) -> None:
 def test_purge_of_a_live_instance_is_refused_and_keeps_the_record(store: Store, running: bool) -> None:
     run = claim(store, "one")
     if running:
-        assert store.begin_step("one", run.run_id, "task-1", "tok", 30).outcome == "run"
+        assert (
+            store.begin_step("one", run_id=run.run_id, task_id="task-1", token="tok", lease_s=30).outcome
+            == "run"
+        )
     before = store.read("one")
 
     assert store.purge("one") == ("live", "Running" if running else "Pending")
@@ -399,7 +486,7 @@ def test_purge_of_a_finished_instance_deletes_record_and_index_entries(
     store: Store, redis_client: redis.Redis, prefix: str
 ) -> None:
     run = claim(store, "one")
-    assert store.end_run("one", run.run_id, RuntimeStatus.COMPLETED, '"done"')
+    assert store.end_run("one", run_id=run.run_id, status=RuntimeStatus.COMPLETED, output_json='"done"')
 
     assert store.purge("one") == ("ok", "Completed")
 
@@ -416,25 +503,24 @@ def test_reclaiming_a_finished_id_keeps_the_replaced_record_for_five_minutes_onl
     store: Store, redis_client: redis.Redis, prefix: str
 ) -> None:
     first = claim(store, "one")
-    assert store.end_run("one", first.run_id, RuntimeStatus.COMPLETED, '"old"')
+    assert store.end_run("one", run_id=first.run_id, status=RuntimeStatus.COMPLETED, output_json='"old"')
     claim(store, "one")
     backup = shard_key(prefix, "one", "prev:one")
     assert redis_client.hget(backup, "output") == b'"old"'
     assert 0 < redis_client.pttl(backup) <= 300_000
     # A fresh ID keeps no backup, so an undo cannot restore a stale one.
     assert store.purge("one")[0] == "live"
-    store.terminate("one", '"x"')
+    store.terminate("one", reason_json='"x"')
     store.purge("one")
     claim(store, "one")
     assert redis_client.exists(backup) == 0
-
 
 
 def test_undo_claim_on_a_fresh_id_removes_the_record_and_its_index_entry(store: Store) -> None:
     result = claim(store, "one")
     assert "one" in indexed_ids(store)
 
-    assert store.undo_claim("one", result) is True
+    assert store.undo_claim("one", run_id=result.run_id) is True
 
     assert store.read("one") is None
     assert "one" not in indexed_ids(store)
@@ -444,12 +530,14 @@ def test_undo_claim_after_reclaiming_a_completed_id_restores_the_previous_record
     store: Store, redis_client: redis.Redis, prefix: str
 ) -> None:
     first = claim(store, "one")
-    assert store.end_run("one", first.run_id, RuntimeStatus.COMPLETED, '{"old":"output"}')
+    assert store.end_run(
+        "one", run_id=first.run_id, status=RuntimeStatus.COMPLETED, output_json='{"old":"output"}'
+    )
     old = store.read("one")
-    second = store.claim("one", "Probe", "run-2", '"new input"')
+    second = store.claim("one", name="Probe", run_id="run-2", input_json='"new input"')
     assert second.claimed and second.fence > first.fence
 
-    assert store.undo_claim("one", second) is True
+    assert store.undo_claim("one", run_id=second.run_id) is True
 
     restored = store.read("one")
     assert restored["status"] == "Completed"
@@ -459,7 +547,7 @@ def test_undo_claim_after_reclaiming_a_completed_id_restores_the_previous_record
     assert restored["created"] == old["created"]
     assert restored["updated"] == old["updated"]
     assert int(restored["fence"]) == second.fence
-    index = dict(store.index_page(INF, -INF, 100)[shard_of("one")])
+    index = dict(store.index_page(INF, oldest_us=-INF, count=100)[shard_of("one")])
     assert index["one"] == int(old["created"])
     expires = redis_client.zscore(shard_key(prefix, "one", "expiring"), "one")
     assert expires == pytest.approx(int(old["updated"]) + RETENTION_S * 1_000_000)
@@ -471,10 +559,13 @@ def test_undo_claim_after_reclaiming_a_completed_id_restores_the_previous_record
 
 def test_undo_claim_does_nothing_once_the_run_is_running(store: Store) -> None:
     result = claim(store, "one")
-    assert store.begin_step("one", result.run_id, "task-1", "tok", 30).outcome == "run"
+    assert (
+        store.begin_step("one", run_id=result.run_id, task_id="task-1", token="tok", lease_s=30).outcome
+        == "run"
+    )
     before = store.read("one")
 
-    assert store.undo_claim("one", result) is False
+    assert store.undo_claim("one", run_id=result.run_id) is False
 
     assert store.read("one") == before
     assert "one" in indexed_ids(store)
@@ -482,11 +573,11 @@ def test_undo_claim_does_nothing_once_the_run_is_running(store: Store) -> None:
 
 def test_undo_claim_does_nothing_once_the_run_is_no_longer_ours(store: Store) -> None:
     first = claim(store, "one")
-    assert store.end_run("one", first.run_id, RuntimeStatus.COMPLETED, '"1"')
+    assert store.end_run("one", run_id=first.run_id, status=RuntimeStatus.COMPLETED, output_json='"1"')
     second = claim(store, "one")
     before = store.read("one")
 
-    assert store.undo_claim("one", first) is False
+    assert store.undo_claim("one", run_id=first.run_id) is False
 
     assert store.read("one") == before
     assert store.read("one")["run"] == second.run_id
@@ -494,10 +585,10 @@ def test_undo_claim_does_nothing_once_the_run_is_no_longer_ours(store: Store) ->
 
 def test_undo_claim_does_nothing_after_the_run_ended(store: Store) -> None:
     result = claim(store, "one")
-    assert store.end_run("one", result.run_id, RuntimeStatus.FAILED, '"boom"')
+    assert store.end_run("one", run_id=result.run_id, status=RuntimeStatus.FAILED, output_json='"boom"')
     before = store.read("one")
 
-    assert store.undo_claim("one", result) is False
+    assert store.undo_claim("one", run_id=result.run_id) is False
 
     assert store.read("one") == before
 
@@ -511,13 +602,15 @@ def test_terminal_records_get_a_ttl_close_to_the_retention(
 ) -> None:
     run = claim(store, "one")
     assert redis_client.pttl(inst_key(prefix, "one")) == -1
-    assert store.begin_step("one", run.run_id, "task-1", "tok", 30).outcome == "run"
+    assert (
+        store.begin_step("one", run_id=run.run_id, task_id="task-1", token="tok", lease_s=30).outcome == "run"
+    )
     assert redis_client.pttl(inst_key(prefix, "one")) == -1
 
     if ending == "end_run":
-        assert store.end_run("one", run.run_id, RuntimeStatus.COMPLETED, '"x"')
+        assert store.end_run("one", run_id=run.run_id, status=RuntimeStatus.COMPLETED, output_json='"x"')
     else:
-        assert store.terminate("one", '"x"')[0] == "ok"
+        assert store.terminate("one", reason_json='"x"')[0] == "ok"
 
     ttl_ms = redis_client.pttl(inst_key(prefix, "one"))
     assert RETENTION_S * 1000 - 2000 < ttl_ms <= RETENTION_S * 1000
@@ -530,7 +623,7 @@ def test_terminal_records_get_a_ttl_close_to_the_retention(
 
 def test_live_records_have_no_ttl(store: Store, redis_client: redis.Redis, prefix: str) -> None:
     first = claim(store, "one")
-    assert store.end_run("one", first.run_id, RuntimeStatus.COMPLETED, '"x"')
+    assert store.end_run("one", run_id=first.run_id, status=RuntimeStatus.COMPLETED, output_json='"x"')
     assert redis_client.pttl(inst_key(prefix, "one")) > 0
 
     claim(store, "one")
@@ -545,7 +638,7 @@ def test_expired_records_leave_the_index_on_a_later_claim_in_the_same_shard(
     store = make_store(retention_s=0.2)
     old, new = ids_in_one_shard(2, "sweep")
     run = claim(store, old)
-    assert store.end_run(old, run.run_id, RuntimeStatus.COMPLETED, '"x"')
+    assert store.end_run(old, run_id=run.run_id, status=RuntimeStatus.COMPLETED, output_json='"x"')
 
     poll(lambda: store.read(old) is None, timeout=5, what="the record to expire")
     assert old in indexed_ids(store), "the index entry outlives the record until a claim sweeps it"
@@ -560,7 +653,7 @@ def test_a_claim_in_another_shard_does_not_sweep_this_shard(make_store: Callable
     old = "sweep-a"
     other = next(f"sweep-b{n}" for n in range(1000) if shard_of(f"sweep-b{n}") != shard_of(old))
     run = claim(store, old)
-    assert store.end_run(old, run.run_id, RuntimeStatus.COMPLETED, '"x"')
+    assert store.end_run(old, run_id=run.run_id, status=RuntimeStatus.COMPLETED, output_json='"x"')
     poll(lambda: store.read(old) is None, timeout=5, what="the record to expire")
 
     claim(store, other)
@@ -575,10 +668,15 @@ def test_all_keys_of_a_claim_start_with_the_prefix_and_share_one_hash_tag(
     store: Store, redis_client: redis.Redis, prefix: str
 ) -> None:
     run = claim(store, "tagged")
-    assert store.begin_step("tagged", run.run_id, "task-1", "tok", 30).outcome == "run"
+    assert (
+        store.begin_step("tagged", run_id=run.run_id, task_id="task-1", token="tok", lease_s=30).outcome
+        == "run"
+    )
     live_keys = keys_of(redis_client, prefix)
     # The final step ends the run itself: its own lease does not drain.
-    assert store.end_run("tagged", run.run_id, RuntimeStatus.COMPLETED, '"x"', "task-1")
+    assert store.end_run(
+        "tagged", run_id=run.run_id, status=RuntimeStatus.COMPLETED, output_json='"x"', task_id="task-1"
+    )
     ended_keys = keys_of(redis_client, prefix)
 
     tag = f"{{{shard_of('tagged'):x}}}"
@@ -597,19 +695,34 @@ def test_instance_ids_with_braces_or_colons_only_touch_their_own_keys(
     store: Store, redis_client: redis.Redis, prefix: str
 ) -> None:
     victim = claim(store, "victim")
-    assert store.begin_step("victim", victim.run_id, "task-1", "tok", 30).outcome == "run"
+    assert (
+        store.begin_step("victim", run_id=victim.run_id, task_id="task-1", token="tok", lease_s=30).outcome
+        == "run"
+    )
     victim_record = store.read("victim")
 
     for instance_id in WEIRD_IDS:
         run = claim(store, instance_id)
         assert run.claimed, instance_id
-        assert store.begin_step(instance_id, run.run_id, "task-1", "tok", 30).outcome == "run"
+        assert (
+            store.begin_step(
+                instance_id, run_id=run.run_id, task_id="task-1", token="tok", lease_s=30
+            ).outcome
+            == "run"
+        )
         assert store.end_run(
-            instance_id, run.run_id, RuntimeStatus.COMPLETED, json.dumps(instance_id), "task-1"
+            instance_id,
+            run_id=run.run_id,
+            status=RuntimeStatus.COMPLETED,
+            output_json=json.dumps(instance_id),
+            task_id="task-1",
         )
 
     assert store.read("victim") == victim_record
-    assert store.begin_step("victim", victim.run_id, "task-1", "tok-2", 30).outcome == "busy"
+    assert (
+        store.begin_step("victim", run_id=victim.run_id, task_id="task-1", token="tok-2", lease_s=30).outcome
+        == "busy"
+    )
     everything = ["victim", *WEIRD_IDS]
     expected = {inst_key(prefix, i) for i in everything}
     expected |= {f"{prefix}:{{{shard_of('victim'):x}}}:steps:victim"}
@@ -652,15 +765,15 @@ def unreachable_store() -> Iterator[Store]:
 @pytest.mark.parametrize(
     "operation",
     [
-        lambda s: s.claim("one", "Probe", "run", "null"),
-        lambda s: s.undo_claim("one", ClaimResult(True, RuntimeStatus.PENDING, "run")),
-        lambda s: s.begin_step("one", "run", "task", "tok", 1),
-        lambda s: s.mark_step("one", "run", "task", "tok", "release"),
-        lambda s: s.end_run("one", "run", RuntimeStatus.COMPLETED, "null"),
-        lambda s: s.terminate("one", "null"),
+        lambda s: s.claim("one", name="Probe", run_id="run", input_json="null"),
+        lambda s: s.undo_claim("one", run_id="run"),
+        lambda s: s.begin_step("one", run_id="run", task_id="task", token="tok", lease_s=1),
+        lambda s: s.release_step("one", run_id="run", task_id="task", token="tok"),
+        lambda s: s.end_run("one", run_id="run", status=RuntimeStatus.COMPLETED, output_json="null"),
+        lambda s: s.terminate("one", reason_json="null"),
         lambda s: s.purge("one"),
         lambda s: s.read("one"),
-        lambda s: s.index_page(INF, -INF, 10),
+        lambda s: s.index_page(INF, oldest_us=-INF, count=10),
     ],
     ids=["claim", "undo_claim", "begin_step", "mark_step", "end_run", "terminate", "purge", "read", "index"],
 )

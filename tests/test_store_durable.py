@@ -18,41 +18,48 @@ def run_of(store: Store, instance_id: str) -> str:
 
 
 def begin(store: Store, instance_id: str, task_id: str = "t1", name: str = "step"):
-    return store.begin_step(instance_id, run_of(store, instance_id), task_id, uuid.uuid4().hex, 30, name)
+    return store.begin_step(
+        instance_id,
+        run_id=run_of(store, instance_id),
+        task_id=task_id,
+        token=uuid.uuid4().hex,
+        lease_s=30,
+        name=name,
+    )
 
 
 def park_for(store: Store, instance_id: str, event: str, task_id: str = "t1", **options):
     run = run_of(store, instance_id)
     park = json.dumps({"kind": "event", "run": run, "chain": []})
-    return store.park(instance_id, run, task_id, park, event=event, **options)
+    return store.park(instance_id, run_id=run, task_id=task_id, park_json=park, event=event, **options)
 
 
 # -- claims with policies -----------------------------------------------------------------
 def test_claim_terminate_existing_ends_the_live_run_in_the_same_script(store: Store) -> None:
     first = claim(store, "a")
-    second = store.claim("a", "Probe", "run-2", "null", if_live="terminate_existing")
+    second = store.claim("a", name="Probe", run_id="run-2", input_json="null", if_live="terminate_existing")
     assert second.claimed and run_of(store, "a") == "run-2"
     assert first.run_id != "run-2"
-    assert not store.end_run("a", first.run_id, RuntimeStatus.COMPLETED, "1")
+    assert not store.end_run("a", run_id=first.run_id, status=RuntimeStatus.COMPLETED, output_json="1")
 
 
 def test_undo_of_a_terminate_existing_claim_restores_the_old_run_as_terminated(store: Store) -> None:
     claim(store, "a")
-    second = store.claim("a", "Probe", "run-2", "null", if_live="terminate_existing")
-    assert store.undo_claim("a", second)
+    second = store.claim("a", name="Probe", run_id="run-2", input_json="null", if_live="terminate_existing")
+    assert store.undo_claim("a", run_id=second.run_id)
     assert store.read("a")["status"] == "Terminated"
 
 
 def test_claim_with_the_same_request_id_answers_existing_with_the_run_on_record(store: Store) -> None:
-    first = store.claim("a", "Probe", "run-1", "null", request_id="r")
-    again = store.claim("a", "Probe", "run-2", "null", request_id="r")
+    first = store.claim("a", name="Probe", run_id="run-1", input_json="null", request_id="r")
+    again = store.claim("a", name="Probe", run_id="run-2", input_json="null", request_id="r")
     assert (first.outcome, again.outcome, again.run_id) == ("claimed", "existing", "run-1")
 
 
 def test_claim_reject_refuses_while_a_finished_record_exists(store: Store) -> None:
     first = claim(store, "a")
-    store.end_run("a", first.run_id, RuntimeStatus.FAILED, '"x"')
-    refused = store.claim("a", "Probe", "run-2", "null", if_finished="reject")
+    store.end_run("a", run_id=first.run_id, status=RuntimeStatus.FAILED, output_json='"x"')
+    refused = store.claim("a", name="Probe", run_id="run-2", input_json="null", if_finished="reject")
     assert (refused.outcome, refused.status) == ("rejected", RuntimeStatus.FAILED)
 
 
@@ -60,7 +67,7 @@ def test_claim_reject_refuses_while_a_finished_record_exists(store: Store) -> No
 def test_an_event_buffered_before_the_wait_is_taken_by_the_park(store: Store) -> None:
     claim(store, "a")
     begin(store, "a")
-    assert store.raise_event("a", "Go", '"early"').outcome == "buffered"
+    assert store.raise_event("a", name="Go", data_json='"early"').outcome == "buffered"
     gate = park_for(store, "a", "Go")
     assert (gate.outcome, gate.detail) == ("event", '"early"')
 
@@ -69,11 +76,11 @@ def test_a_parked_wait_is_released_once_with_the_event(store: Store) -> None:
     claim(store, "a")
     begin(store, "a")
     assert park_for(store, "a", "Go").outcome == "parked"
-    release = store.raise_event("a", "Go", '{"n": 1}')
+    release = store.raise_event("a", name="Go", data_json='{"n": 1}')
     assert (release.outcome, release.value) == ("release", '{"n": 1}')
     assert json.loads(release.park)["kind"] == "event"
     # The next event finds nothing waiting: it is buffered, not released twice.
-    assert store.raise_event("a", "Go", '{"n": 2}').outcome == "buffered"
+    assert store.raise_event("a", name="Go", data_json='{"n": 2}').outcome == "buffered"
 
 
 def test_a_redelivered_wait_step_stays_parked(store: Store) -> None:
@@ -88,12 +95,12 @@ def test_an_event_name_cannot_reach_another_instances_keys(
 ) -> None:
     claim(store, "a")
     claim(store, "a:ev:b")
-    store.raise_event("a", "b:x", '"data"')
-    assert store.raise_event("a:ev:b", "x", '"other"').outcome == "buffered"
+    store.raise_event("a", name="b:x", data_json='"data"')
+    assert store.raise_event("a:ev:b", name="x", data_json='"other"').outcome == "buffered"
     begin(store, "a:ev:b")
     assert park_for(store, "a:ev:b", "x").detail == '"other"'
     # Event names are hash fields: only the two instances' own keys exist.
-    allowed = {key for instance_id in ("a", "a:ev:b") for key in store._keys(instance_id)}
+    allowed = {key for instance_id in ("a", "a:ev:b") for key in store.keys(instance_id)}
     assert keys_of(redis_client, prefix) <= allowed
 
 
@@ -101,7 +108,7 @@ def test_an_event_timeout_without_a_default_fails_the_run(store: Store) -> None:
     claim(store, "a")
     begin(store, "a")
     park_for(store, "a", "Go")
-    outcome = store.event_timeout("a", run_of(store, "a"), "t1", '"EventTimeout"')
+    outcome = store.event_timeout("a", run_id=run_of(store, "a"), task_id="t1", failure_json='"EventTimeout"')
     assert outcome.outcome == "failed"
     assert store.read("a")["status"] == "Failed"
 
@@ -111,8 +118,10 @@ def test_an_event_timeout_after_the_event_does_nothing(store: Store) -> None:
     begin(store, "a")
     park_for(store, "a", "Go")
     run = run_of(store, "a")
-    store.raise_event("a", "Go", "1")
-    assert store.event_timeout("a", run, "t1", '"EventTimeout"').outcome == "stale"
+    store.raise_event("a", name="Go", data_json="1")
+    assert (
+        store.event_timeout("a", run_id=run, task_id="t1", failure_json='"EventTimeout"').outcome == "stale"
+    )
 
 
 # -- suspend and resume -------------------------------------------------------------------
@@ -122,7 +131,7 @@ def test_a_step_of_a_suspended_run_is_told_to_park(store: Store) -> None:
     assert begin(store, "a").outcome == "suspended"
     run = run_of(store, "a")
     park = json.dumps({"kind": "suspend", "run": run, "sig": {}})
-    assert store.park("a", run, "t1", park).outcome == "parked"
+    assert store.park("a", run_id=run, task_id="t1", park_json=park).outcome == "parked"
     release = store.resume("a")
     assert release.outcome == "release" and json.loads(release.park)["kind"] == "suspend"
     assert store.read("a")["status"] == "Running"
@@ -134,68 +143,98 @@ def test_park_after_a_resume_tells_the_step_to_run(store: Store) -> None:
     begin(store, "a")
     store.resume("a")
     run = run_of(store, "a")
-    assert store.park("a", run, "t1", "{}").outcome == "resumed"
+    assert store.park("a", run_id=run, task_id="t1", park_json="{}").outcome == "resumed"
 
 
 # -- continue-as-new ------------------------------------------------------------------------
 def test_continue_as_new_keeps_the_id_live_and_refuses_claims(store: Store) -> None:
     first = claim(store, "a")
     begin(store, "a", "can")
-    assert store.continue_as_new("a", first.run_id, "run-2", '{"n": 2}', "can")
+    assert store.continue_as_new(
+        "a", run_id=first.run_id, new_run_id="run-2", input_json='{"n": 2}', task_id="can"
+    )
     record = store.read("a")
     assert (record["status"], record["run"], record["input"]) == ("ContinuedAsNew", "run-2", '{"n": 2}')
     assert claim(store, "a").outcome == "refused"
-    assert store.continued("a", "run-2")
+    assert store.continued("a", run_id="run-2")
     assert store.read("a")["status"] == "Running"
 
 
 def test_the_redelivered_continue_step_may_publish_again_only_before_confirmation(store: Store) -> None:
     first = claim(store, "a")
     begin(store, "a", "can")
-    store.continue_as_new("a", first.run_id, "run-2", "null", "can")
-    redelivered = store.begin_step("a", first.run_id, "can", "tok", 30, "continue")
+    store.continue_as_new("a", run_id=first.run_id, new_run_id="run-2", input_json="null", task_id="can")
+    redelivered = store.begin_step(
+        "a", run_id=first.run_id, task_id="can", token="tok", lease_s=30, name="continue"
+    )
     assert (redelivered.outcome, redelivered.detail) == ("continued", "run-2")
-    store.continued("a", "run-2")
-    assert store.begin_step("a", first.run_id, "can", "tok", 30, "continue").outcome == "stale"
+    store.continued("a", run_id="run-2")
+    assert (
+        store.begin_step(
+            "a", run_id=first.run_id, task_id="can", token="tok", lease_s=30, name="continue"
+        ).outcome
+        == "stale"
+    )
 
 
 def test_a_stale_run_cannot_continue_as_new_or_set_its_custom_status(store: Store) -> None:
     first = claim(store, "a")
-    store.terminate("a", '"stop"')
-    assert not store.continue_as_new("a", first.run_id, "run-2", "null", "can")
-    assert not store.set_custom_status("a", first.run_id, '"x"')
+    store.terminate("a", reason_json='"stop"')
+    assert not store.continue_as_new(
+        "a", run_id=first.run_id, new_run_id="run-2", input_json="null", task_id="can"
+    )
+    assert not store.set_custom_status("a", run_id=first.run_id, value_json='"x"')
     assert store.read("a")["status"] == "Terminated"
 
 
 # -- draining: steps of an ended run still executing ---------------------------------------
 def test_a_new_run_waits_while_a_step_of_the_terminated_run_still_executes(store: Store) -> None:
     old = claim(store, "a")
-    store.begin_step("a", old.run_id, "old-step", "tok", 30, "step")
-    store.terminate("a", '"stop"')
+    store.begin_step("a", run_id=old.run_id, task_id="old-step", token="tok", lease_s=30, name="step")
+    store.terminate("a", reason_json='"stop"')
     new = claim(store, "a")
     assert new.claimed
-    gate = store.begin_step("a", new.run_id, "new-step", "tok2", 30, "step")
+    gate = store.begin_step("a", run_id=new.run_id, task_id="new-step", token="tok2", lease_s=30, name="step")
     assert gate.outcome == "busy" and int(gate.detail) <= 1_000_000
     # The old step keeps its draining lease alive, then ends: the new run may go.
-    assert not store.mark_step("a", old.run_id, "old-step", "tok", "renew", 30_000_000)
-    assert store.begin_step("a", new.run_id, "new-step", "tok2", 30, "step").outcome == "busy"
-    store.mark_step("a", old.run_id, "old-step", "tok", "release")
-    assert store.begin_step("a", new.run_id, "new-step", "tok2", 30, "step").outcome == "run"
+    assert not store.renew_step("a", run_id=old.run_id, task_id="old-step", token="tok", lease_s=30)
+    assert (
+        store.begin_step(
+            "a", run_id=new.run_id, task_id="new-step", token="tok2", lease_s=30, name="step"
+        ).outcome
+        == "busy"
+    )
+    store.release_step("a", run_id=old.run_id, task_id="old-step", token="tok")
+    assert (
+        store.begin_step(
+            "a", run_id=new.run_id, task_id="new-step", token="tok2", lease_s=30, name="step"
+        ).outcome
+        == "run"
+    )
 
 
 def test_a_draining_step_whose_lease_ran_out_no_longer_blocks(store: Store) -> None:
     old = claim(store, "a")
-    store.begin_step("a", old.run_id, "old-step", "tok", 0.2, "step")
-    store.terminate("a", '"stop"')
+    store.begin_step("a", run_id=old.run_id, task_id="old-step", token="tok", lease_s=0.2, name="step")
+    store.terminate("a", reason_json='"stop"')
     new = claim(store, "a")
-    assert store.begin_step("a", new.run_id, "s", "t", 30, "step").outcome == "busy"
+    assert (
+        store.begin_step("a", run_id=new.run_id, task_id="s", token="t", lease_s=30, name="step").outcome
+        == "busy"
+    )
     time.sleep(0.25)  # the dead step's lease (0.2 s) runs out; nothing renews it
-    assert store.begin_step("a", new.run_id, "s", "t", 30, "step").outcome == "run"
+    assert (
+        store.begin_step("a", run_id=new.run_id, task_id="s", token="t", lease_s=30, name="step").outcome
+        == "run"
+    )
 
 
 def test_the_step_that_ends_its_run_does_not_drain(store: Store) -> None:
     run = claim(store, "a")
-    store.begin_step("a", run.run_id, "last", "tok", 30, "step")
-    store.end_run("a", run.run_id, RuntimeStatus.COMPLETED, "1", "last")
+    store.begin_step("a", run_id=run.run_id, task_id="last", token="tok", lease_s=30, name="step")
+    store.end_run("a", run_id=run.run_id, status=RuntimeStatus.COMPLETED, output_json="1", task_id="last")
     new = claim(store, "a")
-    assert store.begin_step("a", new.run_id, "s", "t", 30, "step").outcome == "run"
+    assert (
+        store.begin_step("a", run_id=new.run_id, task_id="s", token="t", lease_s=30, name="step").outcome
+        == "run"
+    )

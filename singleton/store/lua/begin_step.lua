@@ -1,0 +1,43 @@
+-- begin_step: the step gate. May this delivery of a step run user code? If so, take
+-- the step's lease for it.
+-- KEYS: the instance's keys (prelude.lua); uses inst, steps, alive, drain.
+-- ARGV: 1 run_id, 2 task_id, 3 token (this delivery's), 4 lease_us, 5 retention_us,
+--   6 task_name (for the history).
+-- Returns {verdict, detail}: run, stale, done (detail: the JSON result), busy (detail:
+--   µs until the lease ends), parked, suspended or continued (detail: the new run).
+local run_id = ARGV[1]
+local task_id = ARGV[2]
+local token = ARGV[3]
+local lease_us = tonumber(ARGV[4])
+local retention_us = tonumber(ARGV[5])
+local task_name = ARGV[6]
+
+local cur = redis.call('HMGET', k.inst, 'run', 'status', 'continuedby')
+if cur[1] ~= run_id or not LIVE[cur[2]] then
+  -- The continue-as-new step that made the current run, redelivered before it
+  -- confirmed the new run's publish: it may publish again.
+  if cur[3] == task_id and cur[2] == 'ContinuedAsNew' then return {'continued', cur[1]} end
+  return {'stale', cur[2] or ''}
+end
+if cur[2] == 'Suspended' then return {'suspended', cur[2]} end
+local now = now_us()
+local wait = draining(now)
+-- A step of an ended run still executes: look again in a second (or when its lease ends).
+if wait > 0 then return {'busy', fmt(math.min(wait, 1000000))} end
+local step = redis.call('HGET', k.steps, task_id)
+if step then
+  if string.sub(step, 1, 5) == 'done:' then return {'done', string.sub(step, 6)} end
+  if step == 'parked' then return {'parked', cur[2]} end
+  local lease_until = tonumber(string.match(step, ':(%d+)$'))
+  if lease_until > now then return {'busy', fmt(lease_until - now)} end
+end
+redis.call('HSET', k.steps, task_id, 'run:' .. token .. ':' .. fmt(now + lease_us),
+  't:' .. task_id, fmt(now) .. '|' .. task_name)
+redis.call('PEXPIRE', k.steps, math.floor(retention_us / 1000))
+alive()
+if cur[2] ~= 'Running' then
+  redis.call('HSET', k.inst, 'status', 'Running', 'updated', fmt(now))
+else
+  redis.call('HSET', k.inst, 'updated', fmt(now))
+end
+return {'run', cur[2]}

@@ -1,0 +1,64 @@
+-- claim: take the ID for a new Pending run, as the start policies allow.
+-- KEYS: the instance's keys (prelude.lua); uses inst, steps, created, expiring, prev,
+--   hist, events, alive.
+-- ARGV: 1 name, 2 run_id, 3 input (JSON), 4 if_live, 5 if_finished, 6 request_id ('' for
+--   none), 7 retention_us, 8 lease_us, 9 timeout_us (0: none), 10 prev_ttl_ms (how long
+--   the replaced record is kept for undo_claim), 11 terminated_output (JSON, the output
+--   of a live run that terminate_existing ends).
+-- Returns {'claimed', fence} or {'refused'|'existing'|'rejected', status, run_id on record}.
+local name = ARGV[1]
+local run_id = ARGV[2]
+local input = ARGV[3]
+local if_live = ARGV[4]
+local if_finished = ARGV[5]
+local request_id = ARGV[6]
+local retention_us = tonumber(ARGV[7])
+local lease_us = tonumber(ARGV[8])
+local timeout_us = tonumber(ARGV[9])
+local prev_ttl_ms = tonumber(ARGV[10])
+local terminated_output = ARGV[11]
+
+local cur = redis.call('HMGET', k.inst, 'status', 'run', 'fence', 'request')
+local status = cur[1]
+if status then
+  if request_id ~= '' and cur[4] == request_id then return {'existing', status, cur[2]} end
+  if LIVE[status] then
+    if if_live == 'use_existing' then return {'existing', status, cur[2]} end
+    if if_live ~= 'terminate_existing' then return {'refused', status, cur[2]} end
+    finish('Terminated', terminated_output, retention_us)
+  elseif if_finished == 'reject' or (if_finished == 'allow_failed_only' and status == 'Completed') then
+    return {'rejected', status, cur[2]}
+  end
+end
+local now = now_us()
+local fence = math.max((tonumber(cur[3]) or 0) + 1, now)
+if status then
+  -- Keep the finished record server-side for a while, in case the publish fails.
+  redis.call('RESTORE', k.prev, prev_ttl_ms, redis.call('DUMP', k.inst), 'REPLACE')
+  redis.call('DEL', k.inst, k.steps, k.hist, k.events)
+  redis.call('ZREM', k.expiring, k.id)
+else
+  redis.call('DEL', k.prev, k.steps, k.hist, k.events)
+end
+local fields = {'name', name, 'run', run_id, 'fence', fmt(fence), 'status', 'Pending',
+  'input', input, 'created', fmt(now), 'updated', fmt(now), 'lease', fmt(lease_us)}
+local overdue = now + lease_us
+if request_id ~= '' then
+  table.insert(fields, 'request')
+  table.insert(fields, request_id)
+end
+if timeout_us > 0 then
+  local deadline = now + timeout_us
+  for _, v in ipairs({'timeout', fmt(timeout_us), 'deadline', fmt(deadline)}) do table.insert(fields, v) end
+  overdue = math.min(overdue, deadline)
+end
+redis.call('HSET', k.inst, unpack(fields))
+redis.call('ZADD', k.alive, fmt(overdue), k.id)
+redis.call('ZADD', k.created, fmt(now), k.id)
+-- Sweep a few expired records out of the listing index.
+local due = redis.call('ZRANGEBYSCORE', k.expiring, '-inf', fmt(now), 'LIMIT', 0, 4)
+for _, gone in ipairs(due) do
+  redis.call('ZREM', k.expiring, gone)
+  redis.call('ZREM', k.created, gone)
+end
+return {'claimed', fmt(fence)}

@@ -1,0 +1,19 @@
+-- event_timeout: end a wait that is still waiting: fail the run, or hand it its default.
+-- KEYS: the instance's keys (prelude.lua); uses inst, steps, expiring, hist, events,
+--   alive, drain.
+-- ARGV: 1 run_id, 2 task_id (of the wait step), 3 retention_us, 4 failure (JSON, the
+--   run's output when the wait has no default).
+-- Returns {verdict, status[, park, value]}: failed, release, held, completed or stale.
+local run_id = ARGV[1]
+local task_id = ARGV[2]
+local retention_us = tonumber(ARGV[3])
+local failure = ARGV[4]
+
+local cur = redis.call('HMGET', k.inst, 'run', 'status', 'waittask', 'waitdefault')
+if cur[1] ~= run_id or not LIVE[cur[2]] or cur[3] ~= task_id then return {'stale', cur[2] or ''} end
+if not cur[4] then
+  history(task_id, 'Failed', failure)
+  finish('Failed', failure, retention_us)
+  return {'failed', 'Failed'}
+end
+return take_wait(cur[4], 'TimedOut', retention_us)

@@ -1,0 +1,36 @@
+-- park: keep a delivery in the record instead of running it: for a suspended run
+-- (resume publishes it again), or to wait for an event (raise_event publishes the
+-- rest of its chain).
+-- KEYS: the instance's keys (prelude.lua); uses inst, steps, hist, events.
+-- ARGV: 1 run_id, 2 task_id, 3 kind ('suspend' or 'event'), 4 park (JSON: what to
+--   publish later), 5 event name, 6 default (JSON, '' for none), 7 final ('1' if the
+--   wait is the run's last step).
+-- Returns {verdict, detail}: parked, stale, resumed (no longer suspended: run the step)
+--   or event (detail: a buffered event's JSON; the wait is over at once).
+local run_id = ARGV[1]
+local task_id = ARGV[2]
+local kind = ARGV[3]
+local park = ARGV[4]
+local event = ARGV[5]
+local default = ARGV[6]
+local final = ARGV[7]
+
+local current, status = is_current(run_id)
+if not current then return {'stale', status or ''} end
+if kind == 'suspend' then
+  if status ~= 'Suspended' then return {'resumed', status} end
+  redis.call('HSET', k.inst, 'park', park)
+  redis.call('HDEL', k.steps, task_id, 't:' .. task_id)
+  return {'parked', status}
+end
+local buffered = pop_event(event)
+if buffered then
+  history(task_id, 'Completed', buffered)
+  redis.call('HSET', k.steps, task_id, 'done:' .. buffered)
+  return {'event', buffered}
+end
+redis.call('HSET', k.inst, 'park', park, 'waiting', event, 'waittask', task_id,
+  'waitfinal', final, 'updated', fmt(now_us()))
+if default ~= '' then redis.call('HSET', k.inst, 'waitdefault', default) end
+redis.call('HSET', k.steps, task_id, 'parked')
+return {'parked', status}

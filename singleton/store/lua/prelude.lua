@@ -1,0 +1,119 @@
+-- Shared by every script of the store: loaded in front of each one (scripts.py).
+--
+-- KEYS: the instance's keys, always all of them and in this order (keys.py, Keys):
+--   1 record, 2 steps, 3 created, 4 expiring, 5 prev, 6 history, 7 events, 8 alive,
+--   9 drain, 10 ticks, 11 buffer.
+-- Scripts reach them through `k` and never index KEYS themselves.
+local k = {inst = KEYS[1], steps = KEYS[2], created = KEYS[3], expiring = KEYS[4],
+  prev = KEYS[5], hist = KEYS[6], events = KEYS[7], alive = KEYS[8], drain = KEYS[9],
+  ticks = KEYS[10], buffer = KEYS[11]}
+-- The instance ID is what follows the shard's "}:i:" in the record's key.
+k.id = string.sub(KEYS[1], string.find(KEYS[1], '}:i:', 1, true) + 4)
+
+-- The live statuses (singleton.status.LIVE_STATUSES; a test keeps the two equal).
+local LIVE = {Pending = true, Running = true, Suspended = true, ContinuedAsNew = true}
+local PARK_FIELDS = {'park', 'parkvalue', 'waiting', 'waittask', 'waitfinal', 'waitdefault'}
+
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local function fmt(n) return string.format('%.0f', n) end
+local function is_current(run)
+  local cur = redis.call('HMGET', k.inst, 'run', 'status')
+  return cur[1] == run and LIVE[cur[2]] ~= nil, cur[2]
+end
+-- Append one step's history entry, from the start time its begin_step noted.
+local function history(task_id, outcome, result)
+  local began = redis.call('HGET', k.steps, 't:' .. task_id)
+  if not began then return end
+  local sep = string.find(began, '|', 1, true)
+  redis.call('RPUSH', k.hist, cjson.encode({taskId = task_id, name = string.sub(began, sep + 1),
+    start = string.sub(began, 1, sep - 1), ['end'] = fmt(now_us()), outcome = outcome,
+    result = result}))
+end
+-- A sign of life: the run may stay silent for its lease (plus `extra_us`) before the
+-- reconciler fails it as lost, and never beyond its deadline (the run's timeout).
+local function alive(extra_us)
+  local f = redis.call('HMGET', k.inst, 'lease', 'deadline')
+  local until_us = now_us() + (tonumber(f[1]) or 0) + (extra_us or 0)
+  local deadline = tonumber(f[2])
+  if deadline and deadline < until_us then until_us = deadline end
+  redis.call('ZADD', k.alive, fmt(until_us), k.id)
+end
+-- Steps still executing when their run ends keep their leases in `drain`: no step of
+-- a later run of the ID starts until they finish or their lease runs out, so two
+-- runs of one ID never execute at once. `except_task` is the step ending the run.
+local function drain(now, except_task)
+  local steps = redis.call('HGETALL', k.steps)
+  for i = 1, #steps, 2 do
+    local task, marker = steps[i], steps[i + 1]
+    if task ~= except_task and string.sub(marker, 1, 4) == 'run:' then
+      local lease_until = tonumber(string.match(marker, ':(%d+)$'))
+      if lease_until > now then
+        redis.call('HSET', k.drain, task, marker)
+        local ttl = redis.call('PTTL', k.drain)
+        local wanted = math.floor((lease_until - now) / 1000) + 1000
+        if ttl < wanted then redis.call('PEXPIRE', k.drain, wanted) end
+      end
+    end
+  end
+end
+-- The longest remaining lease of a draining step (0 when none); drops expired ones.
+local function draining(now)
+  local entries = redis.call('HGETALL', k.drain)
+  local longest = 0
+  for i = 1, #entries, 2 do
+    local left = tonumber(string.match(entries[i + 1], ':(%d+)$')) - now
+    if left > longest then longest = left elseif left <= 0 then redis.call('HDEL', k.drain, entries[i]) end
+  end
+  return longest
+end
+local function finish(status, output, retention_us, except_task)
+  local now = now_us()
+  drain(now, except_task or '')
+  redis.call('ZREM', k.alive, k.id)
+  redis.call('HSET', k.inst, 'status', status, 'output', output, 'updated', fmt(now))
+  redis.call('HDEL', k.inst, unpack(PARK_FIELDS))
+  redis.call('PEXPIRE', k.inst, math.floor(retention_us / 1000))
+  redis.call('PEXPIRE', k.hist, math.floor(retention_us / 1000))
+  redis.call('ZADD', k.expiring, fmt(now + retention_us), k.id)
+  redis.call('DEL', k.steps, k.events)
+end
+-- Event buffers: one JSON array of raw JSON payloads per event name, oldest first.
+local function pop_event(name)
+  local raw = redis.call('HGET', k.events, name)
+  if not raw then return nil end
+  local queue = cjson.decode(raw)
+  local first = table.remove(queue, 1)
+  if #queue == 0 then redis.call('HDEL', k.events, name)
+  else redis.call('HSET', k.events, name, cjson.encode(queue)) end
+  return first
+end
+local function push_event(name, data)
+  local raw = redis.call('HGET', k.events, name)
+  local queue = raw and cjson.decode(raw) or {}
+  table.insert(queue, data)
+  redis.call('HSET', k.events, name, cjson.encode(queue))
+end
+-- Hand a waiting run its event (or its timeout default): the wait step is done with
+-- `value`; the caller publishes the parked rest of the chain, unless the wait was the
+-- last step (the run completes) or the run is suspended (resume publishes it later).
+local function take_wait(value, outcome, retention_us)
+  local w = redis.call('HMGET', k.inst, 'waittask', 'waitfinal', 'status', 'park')
+  history(w[1], outcome, value)
+  redis.call('HSET', k.steps, w[1], 'done:' .. value)
+  redis.call('HDEL', k.inst, 'waiting', 'waittask', 'waitfinal', 'waitdefault')
+  if w[2] == '1' then
+    finish('Completed', value, retention_us)
+    return {'completed', 'Completed'}
+  end
+  if w[3] == 'Suspended' then
+    redis.call('HSET', k.inst, 'parkvalue', value)
+    return {'held', w[3]}
+  end
+  redis.call('HDEL', k.inst, 'park', 'parkvalue')
+  redis.call('HSET', k.inst, 'updated', fmt(now_us()))
+  alive()
+  return {'release', w[3], w[4], value}
+end
