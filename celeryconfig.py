@@ -8,7 +8,9 @@ matching singleton_* setting (see README, "Configuration").
 import os
 
 from singleton.logs import WORKER_LOG_FORMAT, WORKER_TASK_LOG_FORMAT
+from singleton.recovery import reconcile_entry
 from singleton.schedules import singleton_entry
+from singleton.settings import REDIS_VISIBILITY_TIMEOUT, Settings, environ_conf
 
 _env = os.environ
 _redis_url = _env.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -28,7 +30,7 @@ result_accept_content = ["json"]
 task_acks_late = True
 worker_prefetch_multiplier = 1
 broker_transport_options = {
-    "visibility_timeout": int(_env.get("SINGLETON_VISIBILITY_TIMEOUT", "3600")),
+    "visibility_timeout": int(_env.get("SINGLETON_VISIBILITY_TIMEOUT", REDIS_VISIBILITY_TIMEOUT)),
     # How often a live worker looks for unacked messages past the visibility timeout.
     "unacked_restore_interval": int(_env.get("BROKER_RESTORE_INTERVAL", "10")),
     "unacked_restore_throttle": 1,
@@ -40,16 +42,10 @@ worker_deduplicate_successful_tasks = True
 broker_connection_retry_on_startup = True
 enable_utc = True
 
-singleton_key_prefix = _env.get("SINGLETON_KEY_PREFIX", "singleton")
-singleton_retention = float(_env.get("SINGLETON_RETENTION", str(7 * 24 * 3600)))
-singleton_step_lease = float(_env.get("SINGLETON_STEP_LEASE", "60"))
-# Timers (event timeouts, continue-as-new delays) hop in countdowns of at most this,
-# kept at half the visibility timeout so a held message is never delivered twice.
-singleton_max_countdown = float(
-    _env.get("SINGLETON_MAX_COUNTDOWN", str(broker_transport_options["visibility_timeout"] / 2))
-)
-singleton_run_lease = float(_env.get("SINGLETON_RUN_LEASE", "300"))
-singleton_reconcile_interval = float(_env.get("SINGLETON_RECONCILE_INTERVAL", "30"))
+# Each SINGLETON_<NAME> variable that is set gives singleton_<name> (see
+# singleton.settings.FROM_ENVIRONMENT); every default lives in singleton.Settings,
+# max_countdown's included: half the visibility timeout above unless set.
+globals().update(environ_conf(_env))
 
 # -- Operations -----------------------------------------------------------------
 # Flower shows only what task events carry. Workers send theirs (received, started,
@@ -68,11 +64,7 @@ worker_task_log_format = WORKER_TASK_LOG_FORMAT
 # run is still live (skip, buffer_one or terminate_other; see singleton/schedules.py).
 # The stuck-run reconciler (singleton.recovery) also runs from beat.
 beat_schedule = {
-    "singleton-reconcile": {
-        "task": "singleton.reconcile",
-        "schedule": singleton_reconcile_interval,
-        "options": {"expires": singleton_reconcile_interval},
-    },
+    "singleton-reconcile": reconcile_entry(Settings.from_conf(globals()).reconcile_interval),
     # Syncs the inventory every 30 s; a sync with many changes takes longer than that,
     # and the ticks that fall inside it are skipped (logged and counted).
     "sync-inventory": singleton_entry(

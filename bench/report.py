@@ -287,7 +287,7 @@ def analysis(results: dict[str, Any]) -> list[str]:
         start = results["start"]
         ours, plain = start[OURS], start[PLAIN]
         prof = next((p for k, p in profiles.items() if k.startswith("start_new")), None)
-        publish, claim = _share(prof, "apply_async"), _share(prof, "store.py")
+        publish, claim = _share(prof, "apply_async"), _share(prof, "singleton/store/")
         split = (f" In the profile, {publish:.0f}% of a start is Celery's apply_async of the run's canvas "
                  f"and {claim:.0f}% the claim's round trip." if publish and claim else "")
         texts.append(

@@ -352,8 +352,10 @@ class OrchestrationClient:
             InstanceIsLive: a run is still Pending or Running; nothing was deleted.
         """
         found = self._store.purge(validate_instance_id(instance_id))
+        if found.outcome is Verdict.MISSING:
+            return 0  # nothing to delete is an answer, not an error
         _check(instance_id, found.outcome, found.status, "purge")
-        return int(found.outcome is Verdict.OK)
+        return 1
 
     def purge_instance_history_by(
         self,
@@ -386,9 +388,8 @@ class OrchestrationClient:
 
 
 def _check(instance_id: str, outcome: Verdict, status: str, operation: str) -> None:
-    # The one place a store verdict becomes an error. A purge of a missing record is
-    # not one: it deleted nothing, and says so.
-    if outcome is Verdict.MISSING and operation != "purge":
+    # The one place a store verdict becomes an error; the others are answers.
+    if outcome is Verdict.MISSING:
         raise InstanceNotFound(instance_id)
     if outcome is Verdict.TERMINAL:
         raise InstanceIsTerminal(instance_id, RuntimeStatus(status))

@@ -8,7 +8,7 @@ its ID. A run past its orchestrator's ``timeout`` fails as timed out. Suspended 
 and runs waiting for an event are silent by design and are left alone.
 
 The reconciler is the ``singleton.reconcile`` task; celeryconfig schedules it with
-beat every ``singleton_reconcile_interval`` seconds. Every decision is made inside
+beat (``reconcile_entry``) every ``singleton_reconcile_interval`` seconds. Every decision is made inside
 one script per run, so two reconcilers at once are harmless.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from typing import Any
 
 from celery import Celery, Task
 from kombu.utils.json import dumps
@@ -47,6 +48,15 @@ def reconcile(store: Store, *, batch: int = BATCH) -> Counter[ReapVerdict]:
         if outcome in (ReapVerdict.LOST, ReapVerdict.TIMED_OUT):
             logger.warning("Failed instance %r: %s.", instance_id, outcome.replace("_", " "))
     return Counter(outcomes)
+
+
+def reconcile_entry(interval: float) -> dict[str, Any]:
+    """Return the ``beat_schedule`` entry that runs the reconciler every `interval` seconds.
+
+    A pass that waited longer than an interval in the queue is dropped: the next one
+    comes soon enough.
+    """
+    return {"task": RECONCILE_TASK, "schedule": interval, "options": {"expires": interval}}
 
 
 def register(app: Celery) -> None:

@@ -1,16 +1,28 @@
-"""The singleton layer's settings, read once from the Celery app's configuration."""
+"""The singleton layer's settings: every default, read once from the Celery app's configuration."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 DAY = 24 * 60 * 60
+# Kombu's Redis transport redelivers an unacked message after this many seconds
+# unless broker_transport_options["visibility_timeout"] says otherwise.
+REDIS_VISIBILITY_TIMEOUT = 3600.0
+# The settings a deployment may set from a SINGLETON_<NAME> environment variable
+# (celeryconfig.py reads them; see environ_conf).
+FROM_ENVIRONMENT = ("key_prefix", "retention", "step_lease", "max_countdown", "run_lease",
+                    "reconcile_interval")
 
 
 @dataclass(frozen=True)
 class Settings:
     """Tunables of the singleton layer; each is a ``singleton_<name>`` Celery setting.
+
+    The defaults below are the only ones: a setting the app's configuration leaves
+    out gets its default here, and ``max_countdown`` is derived from the broker's
+    visibility timeout when it is not set.
 
     Attributes:
         key_prefix: prefix of every Redis key the layer writes.
@@ -23,9 +35,9 @@ class Settings:
             or ending, a running step's heartbeat) before the reconciler fails it as
             lost; the default of orchestrators that set no ``lease``.
         reconcile_interval: seconds between two passes of the reconciler (beat).
-        max_countdown: the longest countdown a timer message is given, in seconds.
-            Keep it well below the Redis broker's visibility timeout: a message
-            held longer than that is delivered again. Longer waits hop.
+        max_countdown: the longest countdown a timer message is given, in seconds;
+            longer waits hop. Unset, it is half the broker's visibility timeout, so a
+            held message is never delivered twice.
     """
 
     key_prefix: str = "singleton"
@@ -33,16 +45,41 @@ class Settings:
     step_lease: float = 60.0
     max_connections: int = 50
     connection_wait: float = 10.0
-    max_countdown: float = 1800.0
+    max_countdown: float = REDIS_VISIBILITY_TIMEOUT / 2
     run_lease: float = 300.0
     reconcile_interval: float = 30.0
 
     @classmethod
-    def from_conf(cls, conf: Any) -> Settings:
-        """Build settings from a Celery ``app.conf``, defaults for what it lacks."""
+    def from_conf(cls, conf: Mapping[str, Any]) -> Settings:
+        """Build settings from a Celery ``app.conf`` (or any mapping of settings).
+
+        A setting missing (or None) there takes its default; values given as text,
+        as environment variables are, are converted to the setting's type.
+        """
         values = {}
         for field in fields(cls):
             value = conf.get(f"singleton_{field.name}")
             if value is not None:
                 values[field.name] = type(field.default)(value)
+        if "max_countdown" not in values:
+            values["max_countdown"] = visibility_timeout(conf) / 2
         return cls(**values)
+
+
+def visibility_timeout(conf: Mapping[str, Any]) -> float:
+    """Return the broker's visibility timeout in seconds, as the Redis transport uses it."""
+    options = conf.get("broker_transport_options") or {}
+    return float(options.get("visibility_timeout", REDIS_VISIBILITY_TIMEOUT))
+
+
+def environ_conf(environ: Mapping[str, str]) -> dict[str, str]:
+    """Return the ``singleton_<name>`` settings that SINGLETON_<NAME> variables set.
+
+    Only variables that are set appear: the others leave their setting to the
+    defaults of ``Settings``.
+    """
+    return {
+        f"singleton_{name}": environ[f"SINGLETON_{name.upper()}"]
+        for name in FROM_ENVIRONMENT
+        if f"SINGLETON_{name.upper()}" in environ
+    }

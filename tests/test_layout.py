@@ -6,11 +6,13 @@ Read from the sources' syntax trees; nothing is imported or run.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
 from singleton.status import LIVE_STATUSES
+from singleton.store.scripts import NAMES as SCRIPT_NAMES
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("singleton", "api")
@@ -140,3 +142,23 @@ def test_the_scripts_live_statuses_are_the_python_ones() -> None:
     table = prelude.split("local LIVE = {", 1)[1].split("}", 1)[0]
     names = {entry.split("=")[0].strip() for entry in table.split(",")}
     assert names == {status.value for status in LIVE_STATUSES}
+
+
+LUA = REPO / "singleton" / "store" / "lua"
+
+
+def test_every_lua_file_is_a_loaded_script_and_every_script_a_file() -> None:
+    assert {path.stem for path in LUA.glob("*.lua")} == {*SCRIPT_NAMES, "prelude"}
+
+
+@pytest.mark.parametrize("name", SCRIPT_NAMES)
+def test_each_script_maps_its_keys_and_argv_in_a_header_and_names_every_argv(name: str) -> None:
+    lines = (LUA / f"{name}.lua").read_text().splitlines()
+    header = lines[: next(i for i, line in enumerate(lines) if not line.startswith("--"))]
+    assert header[0].startswith(f"-- {name}: ")
+    assert any(line.startswith("-- KEYS:") for line in header)
+    assert any(line.startswith("-- ARGV:") for line in header)
+    uses = [line for line in lines if "ARGV[" in line and not line.startswith("--")]
+    assert all(re.fullmatch(r"local \w+ = (tonumber\()?ARGV\[\d+\]\)?( or \w+)?", u) for u in uses), uses
+    # Scripts reach keys through the prelude's `k`, never by position.
+    assert not [line for line in lines if "KEYS[" in line and not line.startswith("--")]

@@ -287,7 +287,7 @@ def test_begin_step_runs_again_once_the_other_lease_expired(store: Store) -> Non
     )
 
 
-def test_begin_step_is_done_with_the_json_result_after_mark_done(store: Store) -> None:
+def test_begin_step_is_done_with_the_json_result_after_complete_step(store: Store) -> None:
     run = claim(store, "one")
     assert (
         store.begin_step("one", run_id=run.run_id, task_id="task-1", token="tok-a", lease_s=30).outcome
@@ -340,7 +340,7 @@ def test_begin_step_of_a_missing_record_is_stale(
     assert keys_of(redis_client, prefix) == set()
 
 
-def test_mark_step_with_the_wrong_token_returns_false_and_keeps_the_lease(store: Store) -> None:
+def test_a_step_mark_with_the_wrong_token_returns_false_and_keeps_the_lease(store: Store) -> None:
     run = claim(store, "one")
     assert (
         store.begin_step("one", run_id=run.run_id, task_id="task-1", token="tok-a", lease_s=30).outcome
@@ -369,7 +369,7 @@ def test_mark_step_with_the_wrong_token_returns_false_and_keeps_the_lease(store:
     )
 
 
-def test_mark_step_release_lets_another_delivery_run_at_once(store: Store) -> None:
+def test_release_step_lets_another_delivery_run_at_once(store: Store) -> None:
     run = claim(store, "one")
     assert (
         store.begin_step("one", run_id=run.run_id, task_id="task-1", token="tok-a", lease_s=30).outcome
@@ -384,7 +384,7 @@ def test_mark_step_release_lets_another_delivery_run_at_once(store: Store) -> No
     )
 
 
-def test_mark_step_renew_extends_the_lease(store: Store) -> None:
+def test_renew_step_extends_the_lease(store: Store) -> None:
     run = claim(store, "one")
     assert (
         store.begin_step("one", run_id=run.run_id, task_id="task-1", token="tok-a", lease_s=1).outcome
@@ -398,7 +398,7 @@ def test_mark_step_renew_extends_the_lease(store: Store) -> None:
     assert 20_000_000 < int(gate.detail) <= 30_000_000
 
 
-def test_mark_step_after_the_run_ended_returns_false(store: Store) -> None:
+def test_complete_step_after_the_run_ended_returns_false(store: Store) -> None:
     run = claim(store, "one")
     assert (
         store.begin_step("one", run_id=run.run_id, task_id="task-1", token="tok-a", lease_s=30).outcome
@@ -768,6 +768,8 @@ def unreachable_store() -> Iterator[Store]:
         lambda s: s.claim("one", name="Probe", run_id="run", input_json="null"),
         lambda s: s.undo_claim("one", run_id="run"),
         lambda s: s.begin_step("one", run_id="run", task_id="task", token="tok", lease_s=1),
+        lambda s: s.renew_step("one", run_id="run", task_id="task", token="tok", lease_s=1),
+        lambda s: s.complete_step("one", run_id="run", task_id="task", token="tok", result_json="1"),
         lambda s: s.release_step("one", run_id="run", task_id="task", token="tok"),
         lambda s: s.end_run("one", run_id="run", status=RuntimeStatus.COMPLETED, output_json="null"),
         lambda s: s.terminate("one", reason_json="null"),
@@ -775,7 +777,10 @@ def unreachable_store() -> Iterator[Store]:
         lambda s: s.read("one"),
         lambda s: s.index_page(INF, oldest_us=-INF, count=10),
     ],
-    ids=["claim", "undo_claim", "begin_step", "mark_step", "end_run", "terminate", "purge", "read", "index"],
+    ids=[
+        "claim", "undo_claim", "begin_step", "renew_step", "complete_step", "release_step", "end_run",
+        "terminate", "purge", "read", "index",
+    ],
 )
 def test_unreachable_redis_raises_service_unavailable(
     unreachable_store: Store, operation: Callable[[Store], Any]

@@ -7,6 +7,7 @@ of its instance's keys (``Keys``) and its own ARGV, which each file's header map
 
 from __future__ import annotations
 
+import functools
 from importlib.resources import files
 from typing import Any
 
@@ -21,6 +22,7 @@ NAMES = (
 )
 
 
+@functools.cache
 def source(name: str) -> str:
     """Return the Lua source of script `name` (its file, after the prelude)."""
     lua = files(__package__) / "lua"
