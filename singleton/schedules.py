@@ -20,6 +20,7 @@ same kind: a duplicate is refused (skipped), never run twice.
 
 from __future__ import annotations
 
+import enum
 import logging
 from typing import Any
 
@@ -28,13 +29,31 @@ from celery import Celery, Task
 from .client import OrchestrationClient
 from .errors import InstanceAlreadyExists
 from .orchestrator import get_orchestrator
+from .policies import IfLive
 from .runtime import runtime
 from .status import validate_instance_id
 
 logger = logging.getLogger(__name__)
 
 START_TASK = "singleton.start"
-OVERLAP_POLICIES = ("skip", "buffer_one", "terminate_other")
+
+
+class Overlap(enum.StrEnum):
+    """What a tick does when it finds the instance's previous run still live."""
+
+    SKIP = "skip"  # log and count the skipped tick
+    BUFFER_ONE = "buffer_one"  # wait in the instance's one buffer slot, then start
+    TERMINATE_OTHER = "terminate_other"  # terminate the live run and start, in one claim
+
+
+class TickOutcome(enum.StrEnum):
+    """How a tick ended; counted per instance (``Store.tick_counts``)."""
+
+    STARTED = "started"
+    SKIPPED = "skipped"
+    BUFFERED = "buffered"
+
+
 # A buffered tick looks again this often, and gives up after this long.
 BUFFER_POLL_S = 1.0
 BUFFER_MAX_WAIT_S = 3600.0
@@ -75,17 +94,19 @@ def singleton_entry(
     }
 
 
-def _check_policy(overlap: str) -> None:
-    if overlap not in OVERLAP_POLICIES:
-        raise ValueError(f"overlap must be one of {', '.join(OVERLAP_POLICIES)}, not {overlap!r}")
+def _check_policy(overlap: str) -> Overlap:
+    try:
+        return Overlap(overlap)
+    except ValueError:
+        raise ValueError(f"overlap must be one of {', '.join(Overlap)}, not {overlap!r}") from None
 
 
 class Tick:
     """One execution of the starter task: one attempt to start an instance's next run."""
 
     def __init__(self, task: Task, name: str, instance_id: str, input: Any, overlap: str) -> None:
-        _check_policy(overlap)
-        self.task, self.name, self.input, self.overlap = task, name, input, overlap
+        self.task, self.name, self.input = task, name, input
+        self.overlap = _check_policy(overlap)
         self.instance_id = validate_instance_id(instance_id)
         self.client = OrchestrationClient(task.app)
         self.store = runtime(task.app).store
@@ -95,38 +116,38 @@ class Tick:
     def run(self, poll: float, max_wait: float) -> dict[str, Any]:
         """Start the run or apply the overlap policy; return what happened."""
         get_orchestrator(self.name)  # an unknown name fails the tick, whatever the policy
-        buffered = self.overlap == "buffer_one" and self.task.request.retries > 0
+        buffered = self.overlap is Overlap.BUFFER_ONE and self.task.request.retries > 0
         if buffered and not self.store.hold_buffer(self.instance_id, token=self.token, ttl_s=_slot_ttl(poll)):
-            return self._outcome("skipped", "its buffer slot expired")
+            return self._outcome(TickOutcome.SKIPPED, "its buffer slot expired")
         try:
             self._start()
         except InstanceAlreadyExists as exc:
             return self._refused(exc, poll, max_wait)
         if buffered:
             self.store.release_buffer(self.instance_id, token=self.token)
-        return self._outcome("started", "buffered tick" if buffered else "")
+        return self._outcome(TickOutcome.STARTED, "buffered tick" if buffered else "")
 
     def _start(self) -> None:
         # The tick's task id is the request ID: a redelivered tick finds the run it started.
-        live = "terminate_existing" if self.overlap == "terminate_other" else "fail"
+        live = IfLive.TERMINATE_EXISTING if self.overlap is Overlap.TERMINATE_OTHER else IfLive.FAIL
         self.client.start_new(self.name, self.instance_id, self.input, if_live=live, request_id=self.token)
 
     def _refused(self, exc: InstanceAlreadyExists, poll: float, max_wait: float) -> dict[str, Any]:
         live = f"run {exc.run_id} is still {exc.runtime_status}"
-        if self.overlap != "buffer_one":
-            return self._outcome("skipped", live)
+        if self.overlap is not Overlap.BUFFER_ONE:
+            return self._outcome(TickOutcome.SKIPPED, live)
         waited = self.task.request.retries * poll
         if waited >= max_wait:
             self.store.release_buffer(self.instance_id, token=self.token)
-            return self._outcome("skipped", f"{live} after {waited:.0f} s in the buffer")
+            return self._outcome(TickOutcome.SKIPPED, f"{live} after {waited:.0f} s in the buffer")
         if self.task.request.retries == 0:
             if not self.store.hold_buffer(self.instance_id, token=self.token, ttl_s=_slot_ttl(poll)):
-                return self._outcome("skipped", f"{live} and a tick is already buffered")
-            self._outcome("buffered", live)
+                return self._outcome(TickOutcome.SKIPPED, f"{live} and a tick is already buffered")
+            self._outcome(TickOutcome.BUFFERED, live)
         # Retry keeps the task id, which is the slot's token.
         raise self.task.retry(countdown=poll)
 
-    def _outcome(self, outcome: str, detail: str) -> dict[str, Any]:
+    def _outcome(self, outcome: TickOutcome, detail: str) -> dict[str, Any]:
         self.store.count_tick(self.instance_id, outcome=outcome)
         logger.info(
             "Tick of %s for instance %r %s%s.",
