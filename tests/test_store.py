@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 import redis
+from celery import Celery
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from proj.redis_server import free_port
-from singleton import RuntimeStatus, ServiceUnavailable
+from singleton import RuntimeStatus, ServiceUnavailable, Settings
 from singleton.store import SHARDS, ClaimResult, Store
 from tests.conftest import STORE_RETENTION_S
 
@@ -788,3 +789,28 @@ def test_unreachable_redis_raises_service_unavailable(
     with pytest.raises(ServiceUnavailable, match="The record store is unreachable") as caught:
         operation(unreachable_store)
     assert isinstance(caught.value.__cause__, redis.ConnectionError)
+
+
+# -- the store of an app -----------------------------------------------------------------
+def test_the_store_of_an_app_uses_its_result_backends_server_with_a_bounded_waiting_pool(
+    redis_server: Any, prefix: str
+) -> None:
+    app = Celery("store-test", set_as_current=False, backend=redis_server.url)
+    settings = Settings(key_prefix=prefix, max_connections=2, connection_wait=0.2)
+    store = Store.from_app(app, settings)
+    assert claim(store, "one").claimed and store.read("one")["status"] == "Pending"
+    pool = store._redis.connection_pool
+    assert isinstance(pool, redis.BlockingConnectionPool)
+    assert pool.connection_kwargs["port"] == app.backend.client.connection_pool.connection_kwargs["port"]
+    held = [pool.get_connection() for _ in range(2)]
+    try:
+        # Every connection is busy: a call waits `connection_wait`, then says so.
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailable):
+            store.read("one")
+        assert time.monotonic() - started >= 0.2
+    finally:
+        for connection in held:
+            pool.release(connection)
+    assert store.read("one")["status"] == "Pending"
+    pool.disconnect()
