@@ -7,6 +7,7 @@ Azure Functions. Keys are compared in constant time and never logged.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Collection
 
 from flask import Flask, g, request
 from werkzeug.exceptions import Unauthorized
@@ -15,14 +16,23 @@ KEY_HEADER = "x-functions-key"
 KEY_PARAMETER = "code"
 
 
-def install(app: Flask, keys: tuple[str, ...]) -> None:
-    """Require one of `keys` on every request to `app`; do nothing when `keys` is empty."""
+def install(app: Flask, keys: tuple[str, ...], *, blueprints: Collection[str] | None = None) -> None:
+    """Require one of `keys` on requests to `app`; do nothing when `keys` is empty.
+
+    Args:
+        app: the Flask app.
+        keys: the accepted keys.
+        blueprints: only requests routed to these blueprints need a key (the API inside
+            a larger app); None: every request, unknown routes included.
+    """
     if not keys:
         return
     encoded = tuple(key.encode() for key in keys)
 
     @app.before_request
     def require_key() -> None:
+        if blueprints is not None and request.blueprint not in blueprints:
+            return
         given = request.args.get(KEY_PARAMETER)
         if given is None:
             given = request.headers.get(KEY_HEADER)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from flask import Response, current_app, request
+from flask import Response, request
 
 from . import auth
+from .responses import json_response
 
 WEBHOOK_PREFIX = "/runtime/webhooks/durabletask"
 
@@ -43,8 +44,7 @@ def check_status_body(instance_id: str) -> dict[str, str]:
 def check_status_response(instance_id: str) -> Response:
     """Return the 202 check-status response (Location, Retry-After) for an instance."""
     body = check_status_body(instance_id)
-    response = current_app.json.response(body)
-    response.status_code = 202
+    response = json_response(body, 202)
     response.headers["Location"] = body["statusQueryGetUri"]
     response.headers["Retry-After"] = str(START_RETRY_AFTER)
     return response

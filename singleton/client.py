@@ -9,7 +9,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -257,36 +257,59 @@ class OrchestrationClient:
 
     def get_status_all(self, *, show_input: bool = True) -> list[OrchestrationStatus]:
         """Return every instance on record, newest first (follows all pages)."""
-        return list(self._iter_status(show_input=show_input))
+        return list(self.iter_status_by(show_input=show_input))
 
-    def _iter_status(self, **filters: Any) -> Iterable[OrchestrationStatus]:
+    def iter_status_by(self, **filters: Any) -> Iterator[OrchestrationStatus]:
+        """Yield every instance that matches, newest first, following continuation tokens.
+
+        Takes ``get_status_by``'s keyword arguments (but ``continuation_token``);
+        ``page_size`` sets how many each read fetches, not how many are yielded.
+        """
+        for page in self._pages(**filters):
+            yield from page.instances
+
+    def _pages(self, **filters: Any) -> Iterator[StatusPage]:
+        # The one continuation-token loop: listing everything, the CLI and purge by filter.
         token = None
         while True:
             page = self.get_status_by(continuation_token=token, **filters)
-            yield from page.instances
+            yield page
             token = page.continuation_token
             if token is None:
                 return
 
-    def wait_for_completion(self, instance_id: str, timeout: float = 60.0) -> OrchestrationStatus:
+    def wait_for_completion(
+        self,
+        instance_id: str,
+        timeout: float = 60.0,
+        *,
+        interval: float | None = None,
+    ) -> OrchestrationStatus:
         """Poll until the instance reaches a terminal status and return that status.
+
+        Args:
+            instance_id: the instance to wait for.
+            timeout: seconds to wait at most.
+            interval: seconds between polls; by default 20 ms, doubling up to 0.5 s.
 
         Raises:
             InstanceNotFound: no record exists (or it was purged while waiting).
             WaitTimeout: still live after `timeout` seconds; carries the last status.
         """
         deadline = time.monotonic() + timeout
-        pause = 0.02
+        pause = 0.02 if interval is None else interval
         while True:
             status = self.get_status(instance_id)
             if status is None:
                 raise InstanceNotFound(instance_id)
             if status.runtime_status.is_terminal:
                 return status
-            if time.monotonic() >= deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise WaitTimeout(instance_id, status)
-            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(pause * 2, 0.5)
+            time.sleep(min(pause, remaining))
+            if interval is None:
+                pause = min(pause * 2, 0.5)
 
     # -- events, suspend, resume --------------------------------------------------
     def raise_event(self, instance_id: str, event_name: str, data: Any = None) -> None:
@@ -382,20 +405,9 @@ class OrchestrationClient:
         """
         wanted = RuntimeStatus if runtime_status is None else runtime_status
         finished = [s for s in map(RuntimeStatus, wanted) if s.is_terminal]
-        deleted = 0
-        token = None
-        while True:
-            page = self.get_status_by(
-                runtime_status=finished,
-                created_time_from=created_time_from,
-                created_time_to=created_time_to,
-                continuation_token=token,
-                show_input=False,
-            )
-            deleted += self._store.purge_many(s.instance_id for s in page.instances)
-            token = page.continuation_token
-            if token is None:
-                return deleted
+        pages = self._pages(runtime_status=finished, created_time_from=created_time_from,
+                            created_time_to=created_time_to, show_input=False)
+        return sum(self._store.purge_many(s.instance_id for s in page.instances) for page in pages)
 
 
 def _policies(

@@ -7,6 +7,7 @@ live for a few seconds (Delay) and terminate them, so they pass with or without 
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import re
@@ -16,13 +17,14 @@ from urllib.parse import quote
 
 import pytest
 from celery import Celery
+from flask import Flask
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from api import ConfigError, create_app
+from api import ConfigError, create_app, init_app
 from api.openapi import DOCUMENT
-from tests.workers import wait_until
+from tests.workers import REPO, wait_until
 
 WEBHOOK = "/runtime/webhooks/durabletask"
 CHECK_STATUS_KEYS = [
@@ -111,7 +113,7 @@ class Checked:
 # -- fixtures ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def flask_app(app: Celery) -> Any:
-    return create_app({"API_AUTH": "anonymous"})
+    return create_app({"API_AUTH": "anonymous"}, celery_app=app)
 
 
 @pytest.fixture
@@ -121,7 +123,7 @@ def http(flask_app: Any) -> Checked:
 
 @pytest.fixture
 def keyed(app: Celery) -> Checked:
-    return Checked(create_app({"API_KEYS": "key-one, k/2+ü"}))
+    return Checked(create_app({"API_KEYS": "key-one, k/2+ü"}, celery_app=app))
 
 
 @pytest.fixture
@@ -231,7 +233,7 @@ def test_start_with_a_body_that_is_not_json_answers_400(http, uid, data):
 
 
 def test_start_with_a_body_over_the_limit_answers_413(app, uid):
-    small = Checked(create_app({"API_AUTH": "anonymous", "MAX_CONTENT_LENGTH": "64"}))
+    small = Checked(create_app({"API_AUTH": "anonymous", "MAX_CONTENT_LENGTH": "64"}, celery_app=app))
     response = small.post(f"/api/orchestrators/HelloSequence/{uid}", json={"pad": "x" * 100})
     assert response.status_code == 413
     assert response.get_json()["code"] == "payload_too_large"
@@ -631,14 +633,35 @@ def test_an_unexpected_error_answers_a_generic_500_and_logs_the_traceback(http, 
 # -- keys and configuration ----------------------------------------------------
 def test_the_app_refuses_to_start_without_keys_unless_anonymous_is_explicit(app):
     with pytest.raises(ConfigError, match="API_AUTH=anonymous"):
-        create_app({})
+        create_app({}, celery_app=app)
     with pytest.raises(ConfigError, match="contradict"):
-        create_app({"API_KEYS": "k", "API_AUTH": "anonymous"})
+        create_app({"API_KEYS": "k", "API_AUTH": "anonymous"}, celery_app=app)
+
+
+def test_the_app_refuses_to_start_without_the_celery_app_it_manages():
+    with pytest.raises(ConfigError, match="celery_app"):
+        create_app({"API_AUTH": "anonymous"})
+
+
+def test_the_api_imports_at_module_level_only_and_never_the_project():
+    for path in sorted((REPO / "api").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                inner = [n for n in ast.walk(node) if isinstance(n, ast.Import | ast.ImportFrom)]
+                assert inner == [], f"api/{path.name}: an import inside {node.name}()"
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                modules = [node.module or ""]
+            else:
+                continue
+            assert [m for m in modules if m.split(".")[0] == "proj"] == [], f"api/{path.name} imports proj"
 
 
 def test_anonymous_access_logs_a_warning_at_start_up(app, caplog):
     with caplog.at_level(logging.WARNING, logger="api"):
-        create_app({"API_AUTH": "Anonymous"})
+        create_app({"API_AUTH": "Anonymous"}, celery_app=app)
     assert any(r.levelno == logging.WARNING and "anonymous" in r.message for r in caplog.records)
 
 
@@ -648,13 +671,13 @@ def test_anonymous_access_logs_a_warning_at_start_up(app, caplog):
 )
 def test_invalid_configuration_is_refused_at_start_up(app, config):
     with pytest.raises(ConfigError):
-        create_app(config)
+        create_app(config, celery_app=app)
 
 
 def test_configuration_comes_from_the_environment_when_no_mapping_is_given(app, monkeypatch):
     monkeypatch.setenv("API_KEYS", "from-env")
     monkeypatch.delenv("API_AUTH", raising=False)
-    env_app = Checked(create_app())
+    env_app = Checked(create_app(celery_app=app))
     assert env_app.get("/api/openapi.json").status_code == 401
     assert env_app.get("/api/openapi.json?code=from-env").status_code == 200
 
@@ -688,22 +711,63 @@ def test_check_status_urls_carry_the_callers_key(keyed, uid):
     assert conflict.get_json()["statusQueryGetUri"].endswith(f"/instances/{uid}?code=key-one")
 
 
-def test_keys_never_reach_the_log(keyed, uid, caplog):
+def test_keys_never_reach_the_log(app, keyed, uid, caplog):
     with caplog.at_level(logging.DEBUG):
         keyed.get(f"{WEBHOOK}/instances/{uid}?code=key-one")
         keyed.get(f"{WEBHOOK}/instances/{uid}?code=guess-1")
-        create_app({"API_KEYS": "key-one"})
+        create_app({"API_KEYS": "key-one"}, celery_app=app)
     assert "key-one" not in caplog.text and "guess-1" not in caplog.text
 
 
 def test_forwarded_headers_are_honoured_only_when_configured(app, uid):
     forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "public.example"}
-    trusting = Checked(create_app({"API_AUTH": "anonymous", "TRUST_PROXY_HEADERS": "1"}))
-    plain = Checked(create_app({"API_AUTH": "anonymous"}))
+    trusting = Checked(create_app({"API_AUTH": "anonymous", "TRUST_PROXY_HEADERS": "1"},
+                                  celery_app=app))
+    plain = Checked(create_app({"API_AUTH": "anonymous"}, celery_app=app))
     behind = trusting.post(f"/api/orchestrators/HelloSequence/{uid}-a", headers=forwarded)
     direct = plain.post(f"/api/orchestrators/HelloSequence/{uid}-b", headers=forwarded)
     assert behind.headers["Location"].startswith("https://public.example/")
     assert direct.headers["Location"].startswith("http://localhost/")
+
+
+# -- inside an existing Flask application ----------------------------------------
+@pytest.fixture
+def users_app(app: Celery) -> Flask:
+    """A user's own Flask app, with its own route, that the API is added to."""
+    own = Flask("users_app")
+
+    @own.get("/hello")
+    def hello() -> str:
+        return "hello from the user's own route"
+
+    init_app(own, app, {"API_KEYS": "user-key"})
+    return own
+
+
+@pytest.mark.usefixtures("worker")
+def test_init_app_serves_the_api_beside_the_apps_own_routes(users_app, uid):
+    plain = users_app.test_client()
+    own = plain.get("/hello")
+    assert (own.status_code, own.get_data(as_text=True)) == (200, "hello from the user's own route")
+    assert plain.get("/no/such/page").mimetype == "text/html"  # the app's own error pages
+
+    api = Checked(users_app)
+    key = {"x-functions-key": "user-key"}
+    started = api.post(f"/api/orchestrators/HelloSequence/{uid}", headers=key)
+    assert (started.status_code, list(started.get_json())) == (202, CHECK_STATUS_KEYS)
+    done = wait_until(lambda: (r := api.get(f"{WEBHOOK}/instances/{uid}", headers=key)).status_code == 200
+                      and r, 30, "the run to complete")
+    assert done.get_json()["output"] == ["Hello Tokyo!", "Hello Seattle!", "Hello London!"]
+    waited = api.post(f"/api/orchestrators/Delay/{uid}-2?timeout=15", json={"seconds": 0, "value": 7},
+                      headers=key)
+    assert (waited.status_code, waited.get_json()) == (200, 7)
+
+
+def test_init_app_guards_only_the_apis_routes_with_its_keys(users_app, uid):
+    plain = users_app.test_client()
+    assert plain.get("/hello").status_code == 200
+    refused = Checked(users_app).get(f"{WEBHOOK}/instances/{uid}")
+    assert (refused.status_code, refused.get_json()["code"]) == (401, "unauthorized")
 
 
 # -- the OpenAPI document --------------------------------------------------------

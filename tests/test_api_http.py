@@ -32,7 +32,7 @@ HTTP_TIMEOUT = 30.0
 
 
 class Gunicorn:
-    """``gunicorn 'api:create_app()'`` as a subprocess in its own process group."""
+    """``gunicorn proj.web:app`` as a subprocess in its own process group."""
 
     def __init__(self, log: Path, *, workers: int = 4, env: dict[str, str] | None = None) -> None:
         self.log = log
@@ -45,7 +45,7 @@ class Gunicorn:
     def start(self, timeout: float = 60.0) -> Gunicorn:
         """Start gunicorn and wait until it answers."""
         args = [sys.executable, "-m", "gunicorn", "-w", str(self.workers), "-b", f"127.0.0.1:{self.port}",
-                "--log-level", "warning", "api:create_app()"]
+                "--log-level", "warning", "proj.web:app"]
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 args, cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
