@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,12 +15,13 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from singleton import OrchestrationClient
 
-from . import auth, errors, routes
+from . import auth, cors, errors, routes
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_CONTENT_LENGTH = 1024 * 1024
-SETTINGS = ("API_KEYS", "API_AUTH", "MAX_CONTENT_LENGTH", "TRUST_PROXY_HEADERS")
+SETTINGS = ("API_KEYS", "API_AUTH", "MAX_CONTENT_LENGTH", "TRUST_PROXY_HEADERS", "CORS_ORIGINS")
+_ORIGIN = re.compile(r"https?://[^/\s?#]+")
 
 
 class ConfigError(ValueError):
@@ -34,11 +36,14 @@ class ApiConfig:
         keys: the accepted function keys; empty means anonymous access.
         max_content_length: the largest request body accepted, in bytes.
         proxy_hops: how many proxies' X-Forwarded-* headers to trust (0: none).
+        cors_origins: the origins browsers may call the API from ('*': any); empty: no
+            CORS headers at all.
     """
 
     keys: tuple[str, ...] = field(repr=False)  # never in a log line or a traceback
     max_content_length: int = DEFAULT_MAX_CONTENT_LENGTH
     proxy_hops: int = 0
+    cors_origins: tuple[str, ...] = ()
 
     @classmethod
     def read(cls, source: Mapping[str, Any]) -> ApiConfig:
@@ -46,7 +51,8 @@ class ApiConfig:
 
         Raises:
             ConfigError: no key is configured and API_AUTH is not 'anonymous', keys
-                and anonymous access are both asked for, or a number is invalid.
+                and anonymous access are both asked for, a number is invalid, or a
+                CORS origin is not '*' or scheme://host[:port].
         """
         keys = _keys(source.get("API_KEYS"))
         anonymous = str(source.get("API_AUTH") or "").strip().lower() == "anonymous"
@@ -59,12 +65,22 @@ class ApiConfig:
             raise ConfigError("API_KEYS and API_AUTH=anonymous contradict each other; set one.")
         size = _count(source, "MAX_CONTENT_LENGTH", DEFAULT_MAX_CONTENT_LENGTH, minimum=1)
         hops = _proxy_hops(source.get("TRUST_PROXY_HEADERS"))
-        return cls(keys=keys, max_content_length=size, proxy_hops=hops)
+        origins = _origins(source.get("CORS_ORIGINS"))
+        return cls(keys=keys, max_content_length=size, proxy_hops=hops, cors_origins=origins)
 
 
 def _keys(raw: Any) -> tuple[str, ...]:
     parts = raw.split(",") if isinstance(raw, str) else list(raw or ())
     return tuple(key.strip() for key in parts if key and key.strip())
+
+
+def _origins(raw: Any) -> tuple[str, ...]:
+    origins = _keys(raw)
+    wrong = [o for o in origins if o != cors.ANY_ORIGIN and not _ORIGIN.fullmatch(o)]
+    if wrong:
+        raise ConfigError(f"CORS_ORIGINS must list '*' or origins like https://app.example, "
+                          f"not {wrong[0]!r}.")
+    return origins
 
 
 def _count(source: Mapping[str, Any], name: str, default: int, *, minimum: int) -> int:
@@ -147,6 +163,7 @@ def _install(app: Flask, config: Mapping[str, Any] | None, celery_app: Celery | 
         logger.warning("API_AUTH=anonymous: the HTTP API accepts requests without a key.")
     app.extensions[routes.EXTENSION] = OrchestrationClient(celery_app)
     app.extensions[routes.BODY_LIMIT_EXTENSION] = settings.max_content_length
+    app.extensions[cors.EXTENSION] = settings.cors_origins
     app.register_blueprint(routes.starter)
     app.register_blueprint(routes.management)
     return settings

@@ -29,6 +29,7 @@ HTTP_STATUS: dict[ErrorCategory, int] = {
     ErrorCategory.BAD_INPUT: 400,
     ErrorCategory.NOT_FOUND: 404,
     ErrorCategory.CONFLICT: 409,
+    ErrorCategory.PRECONDITION_FAILED: 412,
     ErrorCategory.GONE: 410,
     ErrorCategory.TIMEOUT: 504,
     ErrorCategory.UNAVAILABLE: 503,

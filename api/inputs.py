@@ -89,9 +89,10 @@ def moment(name: str) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(_SPACED_OFFSET.sub(r"+\1", raw.strip()))
-    except ValueError as exc:
+        # An offset can carry the first or last day past datetime's range: OverflowError.
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
         raise invalid_parameter(name, "must be an ISO-8601 time, e.g. 2026-11-26T05:18:49Z") from exc
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def runtime_statuses(name: str = "runtimeStatus") -> list[RuntimeStatus] | None:

@@ -6,20 +6,24 @@ The management API mirrors Durable Functions' built-in HTTP API under
 
 from __future__ import annotations
 
+import contextlib
+
 from flask import Blueprint, Response, current_app, request
 
 from singleton import (
     IfFinished,
     IfLive,
     InstanceNotFound,
+    InvalidTransition,
     OrchestrationClient,
     OrchestrationStatus,
     RuntimeStatus,
     WaitTimeout,
 )
-from singleton.errors import ErrorCategory
+from singleton.client import StartedRun
+from singleton.errors import ErrorCategory, RunReplaced
 
-from . import errors, inputs, urls
+from . import cors, errors, inputs, urls
 from .errors import ApiError
 from .openapi import DOCUMENT
 from .responses import empty_response, json_response
@@ -53,6 +57,7 @@ def _limit_body() -> None:
 for _blueprint in (starter, management):
     errors.install(_blueprint)  # JSON errors on these routes, whatever app holds them
     _blueprint.before_request(_limit_body)
+    cors.install(_blueprint)
 
 
 # -- starting -------------------------------------------------------------------
@@ -61,28 +66,43 @@ for _blueprint in (starter, management):
 @management.post("/orchestrators/<function_name>")
 @management.post("/orchestrators/<function_name>/<path:instance_id>")
 def start(function_name: str, instance_id: str | None = None) -> Response:
-    """Start `function_name` as a singleton: 202 check-status, or 200 if it completes in time."""
+    """Start `function_name` as a singleton: 202 check-status.
+
+    With ``timeout``, wait for the run this request started: a Completed run answers
+    200 with its output, a Failed or Terminated one with its status (200; 500 for Failed
+    with ``returnInternalServerErrorOnFailure``), a run still live with the 202.
+    """
     timeout = inputs.number("timeout", 0.0, MAX_WAIT_SECONDS)
     interval = inputs.number("pollingInterval", MIN_POLLING_INTERVAL, MAX_WAIT_SECONDS)
+    fail_as_500 = inputs.flag("returnInternalServerErrorOnFailure", False)
     policies = {
         "if_live": inputs.choice("ifLive", [p.value for p in IfLive]),
         "if_finished": inputs.choice("ifFinished", [p.value for p in IfFinished]),
         "request_id": request.headers.get(IDEMPOTENCY_HEADER) or None,
     }
     body = inputs.json_body()
-    instance_id = _client().start_new(function_name, instance_id, body, **policies)
-    if timeout:
-        done = _wait(instance_id, timeout, interval or DEFAULT_POLLING_INTERVAL)
-        if done is not None and done.runtime_status is RuntimeStatus.COMPLETED:
-            return json_response(done.output)
-    return urls.check_status_response(instance_id)
+    started = _client().start_run(function_name, instance_id, body, **policies)
+    done = _wait(started, timeout, interval or DEFAULT_POLLING_INTERVAL) if timeout else None
+    if done is None:
+        return urls.check_status_response(started.instance_id)
+    if done.runtime_status is RuntimeStatus.COMPLETED:
+        return json_response(done.output)
+    return _finished(done, fail_as_500)
 
 
-def _wait(instance_id: str, timeout: float, interval: float) -> OrchestrationStatus | None:
+def _wait(started: StartedRun, timeout: float, interval: float) -> OrchestrationStatus | None:
+    # The run this request started, not whatever run holds the ID by the end of the wait.
     try:
-        return _client().wait_for_completion(instance_id, timeout, interval=interval)
-    except (WaitTimeout, InstanceNotFound):
+        return _client().wait_for_completion(started.instance_id, timeout, interval=interval,
+                                             run_id=started.run_id)
+    except (WaitTimeout, InstanceNotFound, RunReplaced):
         return None
+
+
+def _finished(status: OrchestrationStatus, fail_as_500: bool, show_output: bool = False) -> Response:
+    failed = status.runtime_status is RuntimeStatus.FAILED
+    body = status.to_json(show_history_output=show_output)
+    return json_response(body, 500 if failed and fail_as_500 else 200)
 
 
 # -- reading --------------------------------------------------------------------
@@ -98,14 +118,12 @@ def get_status(instance_id: str) -> Response:
     )
     if status is None:
         raise InstanceNotFound(instance_id)
-    body = status.to_json(show_history_output=show_output)
     if status.runtime_status.is_live:
-        response = json_response(body, 202)
-        response.headers["Location"] = request.url
+        response = json_response(status.to_json(show_history_output=show_output), 202)
+        response.headers["Location"] = urls.status_location(instance_id)
         response.headers["Retry-After"] = str(LIVE_RETRY_AFTER)
         return response
-    failed = status.runtime_status is RuntimeStatus.FAILED
-    return json_response(body, 500 if failed and fail_as_500 else 200)
+    return _finished(status, fail_as_500, show_output)
 
 
 @management.get("/instances")
@@ -136,7 +154,7 @@ def terminate(instance_id: str) -> Response:
 
 @management.delete("/instances/<instance_id>")
 def purge(instance_id: str) -> Response:
-    """Delete a finished instance's record: 200; 404 unknown; 409 still live."""
+    """Delete a finished instance's record: 200; 404 unknown; 412 still live."""
     if _client().purge_instance_history(instance_id) == 0:
         raise InstanceNotFound(instance_id)
     return json_response({"instancesDeleted": 1})
@@ -170,15 +188,19 @@ def raise_event(instance_id: str, event_name: str) -> Response:
 
 @management.post("/instances/<instance_id>/suspend")
 def suspend(instance_id: str) -> Response:
-    """Suspend the live run: 202; 404 unknown; 409 already suspended; 410 finished."""
-    _client().suspend(instance_id, request.args.get("reason"))
+    """Suspend the live run: 202 (also when already suspended); 404 unknown; 410 finished."""
+    # Already suspended: the outcome asked for holds; Durable Functions answers 202 too.
+    with contextlib.suppress(InvalidTransition):
+        _client().suspend(instance_id, request.args.get("reason"))
     return empty_response(202)
 
 
 @management.post("/instances/<instance_id>/resume")
 def resume(instance_id: str) -> Response:
-    """Resume a suspended run: 202; 404 unknown; 409 not suspended; 410 finished."""
-    _client().resume(instance_id, request.args.get("reason"))
+    """Resume a suspended run: 202 (also when not suspended); 404 unknown; 410 finished."""
+    # Live and not suspended: nothing to resume; Durable Functions answers 202 too.
+    with contextlib.suppress(InvalidTransition):
+        _client().resume(instance_id, request.args.get("reason"))
     return empty_response(202)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from flask import Response, request
 
@@ -19,6 +19,13 @@ def instance_uri(instance_id: str) -> str:
     """Return the absolute URL of the instance, from the request's scheme and host."""
     root = request.url_root.rstrip("/")
     return f"{root}{WEBHOOK_PREFIX}/instances/{quote(instance_id, safe='')}"
+
+
+def status_location(instance_id: str) -> str:
+    """Return the status route's own URL (for its Location): built from the instance ID
+    quoted once, with the request's query parameters re-encoded."""
+    query = urlencode(list(request.args.items(multi=True)), quote_via=quote)
+    return f"{instance_uri(instance_id)}?{query}" if query else instance_uri(instance_id)
 
 
 def status_query_uri(instance_id: str) -> str:
@@ -51,7 +58,7 @@ def check_status_response(instance_id: str) -> Response:
 
 
 def _with_code(url: str) -> str:
-    key = auth.caller_key()
+    key = auth.query_key()
     if key is None:
         return url
     separator = "&" if "?" in url else "?"

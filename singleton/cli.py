@@ -34,6 +34,7 @@ EXIT_CODES: dict[ErrorCategory, int] = {
     ErrorCategory.BAD_INPUT: EXIT_BAD_INPUT,
     ErrorCategory.NOT_FOUND: EXIT_NOT_FOUND,
     ErrorCategory.CONFLICT: EXIT_CONFLICT,
+    ErrorCategory.PRECONDITION_FAILED: EXIT_CONFLICT,
     ErrorCategory.GONE: EXIT_CONFLICT,
     ErrorCategory.TIMEOUT: EXIT_FAILED,
     ErrorCategory.UNAVAILABLE: EXIT_UNAVAILABLE,
@@ -113,8 +114,9 @@ def status(ctx: click.Context, instance_id: str, as_json: bool) -> None:
 
 
 @_command
-@click.option("--status", "statuses", multiple=True, type=click.Choice([s.value for s in RuntimeStatus]),
-              help="Only instances with this status (repeatable).")
+@click.option("--status", "statuses", multiple=True,
+              type=click.Choice([s.value for s in RuntimeStatus], case_sensitive=False),
+              help="Only instances with this status, in any case (repeatable).")
 @click.option("--prefix", help="Only instance IDs starting with this.")
 @click.option("--limit", type=click.IntRange(1), default=100, show_default=True,
               help="At most this many instances, newest first.")
@@ -129,7 +131,7 @@ def list_(ctx: click.Context, statuses: tuple[str, ...], prefix: str | None, lim
 def _newest(client: OrchestrationClient, statuses: Any, prefix: str | None,
             limit: int) -> list[OrchestrationStatus]:
     matching = client.iter_status_by(runtime_status=statuses, instance_id_prefix=prefix,
-                                     page_size=limit, show_input=False)
+                                     page_size=limit)
     return list(itertools.islice(matching, limit))
 
 

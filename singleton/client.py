@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from celery import Celery
 from kombu.utils.json import dumps, loads
@@ -27,6 +27,7 @@ from .errors import (
     InvalidContinuationToken,
     InvalidInput,
     InvalidTransition,
+    RunReplaced,
     ServiceUnavailable,
     WaitTimeout,
 )
@@ -48,6 +49,13 @@ logger = logging.getLogger(__name__)
 
 # How many index entries a filtered list page may examine per requested result.
 SCAN_FACTOR = 10
+
+
+class StartedRun(NamedTuple):
+    """The run a start answers with: the instance ID and that run's ID."""
+
+    instance_id: str
+    run_id: str
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,23 @@ class OrchestrationClient:
     ) -> str:
         """Start orchestrator `name` under `instance_id` unless a live run holds that ID.
 
+        As ``start_run``, returning only the instance ID.
+        """
+        return self.start_run(name, instance_id, input, if_live=if_live, if_finished=if_finished,
+                              request_id=request_id).instance_id
+
+    def start_run(
+        self,
+        name: str,
+        instance_id: str | None = None,
+        input: Any = None,
+        *,
+        if_live: IfLive | str | None = None,
+        if_finished: IfFinished | str | None = None,
+        request_id: str | None = None,
+    ) -> StartedRun:
+        """Start orchestrator `name` under `instance_id` unless a live run holds that ID.
+
         Args:
             name: a registered orchestrator's name.
             instance_id: the singleton key; a random 32-hex-character ID when None
@@ -93,7 +118,8 @@ class OrchestrationClient:
                 run on record answers with that run instead of refusing.
 
         Returns:
-            The instance ID (of the new run, or of the run on record that answers).
+            The instance ID and the run ID: of the new run, or of the run on record
+            that answers (a repeated request ID, or ``use_existing``).
 
         Raises:
             OrchestratorNotFound, InvalidInstanceId, InvalidInput, InvalidArgument:
@@ -118,7 +144,7 @@ class OrchestrationClient:
             lease_s=orchestrator.lease or self._run_lease, timeout_s=orchestrator.timeout or 0.0,
         )
         if claim.outcome == "existing":
-            return instance_id
+            return StartedRun(instance_id, claim.run_id)
         if not claim.claimed:
             raise InstanceAlreadyExists(instance_id, claim.status, claim.run_id)
         try:
@@ -131,7 +157,7 @@ class OrchestrationClient:
                 f"Could not publish the orchestration to the broker: {exc}",
                 instance_id=instance_id,
             ) from exc
-        return instance_id
+        return StartedRun(instance_id, identity.run_id)
 
     def restart(self, instance_id: str, *, new_instance_id: bool = True) -> str:
         """Start the instance's orchestrator again with its original input.
@@ -284,6 +310,7 @@ class OrchestrationClient:
         timeout: float = 60.0,
         *,
         interval: float | None = None,
+        run_id: str | None = None,
     ) -> OrchestrationStatus:
         """Poll until the instance reaches a terminal status and return that status.
 
@@ -291,17 +318,26 @@ class OrchestrationClient:
             instance_id: the instance to wait for.
             timeout: seconds to wait at most.
             interval: seconds between polls; by default 20 ms, doubling up to 0.5 s.
+            run_id: wait for this run (and the runs it continued as), not for whatever
+                run holds the ID: a later start of the same ID does not answer for it.
 
         Raises:
             InstanceNotFound: no record exists (or it was purged while waiting).
+            RunReplaced: with `run_id`, another run took the ID; that run's end is unknown.
             WaitTimeout: still live after `timeout` seconds; carries the last status.
         """
         deadline = time.monotonic() + timeout
         pause = 0.02 if interval is None else interval
+        created = None  # the waited-for run's created time: continued runs keep it
         while True:
             status = self.get_status(instance_id)
             if status is None:
                 raise InstanceNotFound(instance_id)
+            if run_id is not None and status.run_id != run_id:
+                if status.created_time != created:
+                    raise RunReplaced(instance_id, run_id, status)
+                run_id = status.run_id
+            created = status.created_time
             if status.runtime_status.is_terminal:
                 return status
             remaining = deadline - time.monotonic()
@@ -505,8 +541,9 @@ def _encode_token(position: tuple[int, str]) -> str:
 def _decode_token(token: str) -> tuple[int, str]:
     try:
         score, instance_id = json.loads(base64.urlsafe_b64decode(token.encode()))
-        if isinstance(score, int) and isinstance(instance_id, str):
+        # bool is an int to isinstance; a score is a created time in µs, well inside 64 bits.
+        if type(score) is int and abs(score) < 2**63 and isinstance(instance_id, str):
             return score, instance_id
-    except (ValueError, TypeError, binascii.Error):
+    except (ValueError, TypeError, RecursionError, binascii.Error):
         pass
     raise InvalidContinuationToken(token)

@@ -18,6 +18,7 @@ class ErrorCategory(enum.StrEnum):
     BAD_INPUT = "bad_input"  # the call's arguments break a rule; fix them and retry
     NOT_FOUND = "not_found"  # no such orchestrator or instance
     CONFLICT = "conflict"  # the instance's current run keeps the ID or refuses the change
+    PRECONDITION_FAILED = "precondition_failed"  # the instance must first finish
     GONE = "gone"  # the instance has finished; the operation needs a live run
     TIMEOUT = "timeout"  # a wait ended before the instance finished
     UNAVAILABLE = "unavailable"  # Redis or the broker is unreachable; retry later
@@ -148,7 +149,7 @@ class InstanceIsLive(InstanceError):
     """The operation needs a finished instance, but a run is still live."""
 
     code = "instance_is_live"
-    category = ErrorCategory.CONFLICT
+    category = ErrorCategory.PRECONDITION_FAILED
 
     def __init__(self, instance_id: str, runtime_status: Any) -> None:
         self.runtime_status = runtime_status
@@ -194,6 +195,21 @@ class WaitTimeout(InstanceError):
         super().__init__(
             instance_id,
             f"The instance '{instance_id}' did not finish in time.",
+        )
+
+
+class RunReplaced(InstanceError):
+    """A wait for one run found another run holding the instance ID: that run ended."""
+
+    code = "run_replaced"
+    category = ErrorCategory.CONFLICT
+
+    def __init__(self, instance_id: str, run_id: str, status: Any) -> None:
+        self.run_id = run_id
+        self.status = status
+        super().__init__(
+            instance_id,
+            f"The run '{run_id}' of instance '{instance_id}' was replaced by another run.",
         )
 
 

@@ -24,6 +24,7 @@ from tests.workers import REPO
 WEBHOOK = "/runtime/webhooks/durabletask"
 # What an HTTP status means, as an exit code: the two surfaces read one category.
 SAME_MEANING = {400: EXIT_BAD_INPUT, 404: EXIT_NOT_FOUND, 409: EXIT_CONFLICT, 410: EXIT_CONFLICT,
+                412: EXIT_CONFLICT,
                 503: EXIT_UNAVAILABLE, 500: EXIT_FAILED, 504: EXIT_FAILED}
 
 
@@ -116,3 +117,21 @@ def test_status_json_is_the_http_apis_status_json(app, client, worker, uid):
     over_http = http.get(f"{WEBHOOK}/instances/{uid}").get_json()
     assert cli_json("status", uid) == over_http
     assert over_http["createdTime"].endswith("Z") and over_http["input"] == {"who": "cli"}
+
+
+def test_list_json_shows_each_records_input_and_times_as_the_http_api_does(app, client, worker, uid):
+    client.start_new("HelloSequence", f"{uid}-a", input={"n": 1})
+    client.wait_for_completion(f"{uid}-a", timeout=30)
+    listed = cli_json("list", "--prefix", uid)
+    http = create_app({"API_AUTH": "anonymous"}, celery_app=app).test_client()
+    over_http = http.get(f"{WEBHOOK}/instances?instanceIdPrefix={uid}").get_json()
+    assert listed == over_http
+    assert listed[0]["input"] == {"n": 1} and listed[0]["createdTime"].endswith("Z")
+
+
+def test_list_reads_the_status_filter_in_any_case_as_the_http_api_does(client, worker, uid):
+    client.start_new("HelloSequence", uid)
+    client.wait_for_completion(uid, timeout=30)
+    for spelling in ("completed", "COMPLETED", "Completed"):
+        assert [s["instanceId"] for s in cli_json("list", "--prefix", uid, "--status", spelling)] == [uid]
+    assert cli_json("list", "--prefix", uid, "--status", "running") == []

@@ -59,9 +59,9 @@ def test_keys_never_reach_the_log(app, caplog, uid):
     wrong = "wrong-" + SECRET
     assert http.get(f"/runtime/webhooks/durabletask/instances/{uid}?code={wrong}").status_code == 401
     assert http.post(f"/api/orchestrators/Nope/{uid}?code={SECRET}").status_code == 404
-    body = http.post(f"/api/orchestrators/Delay/{uid}", headers={"x-functions-key": SECRET},
+    body = http.post(f"/api/orchestrators/Delay/{uid}?code={SECRET}",
                      json={"seconds": 5, "value": 1}).get_json()
-    assert SECRET in body["statusQueryGetUri"]  # the caller gets its own key back...
+    assert SECRET in body["statusQueryGetUri"]  # the caller gets its own code= key back...
     for operation in ("suspend", "resume"):  # these log their reason at INFO
         path = f"/runtime/webhooks/durabletask/instances/{uid}/{operation}?reason=why&code={SECRET}"
         assert http.post(path).status_code == 202
