@@ -87,7 +87,7 @@ def start(function_name: str, instance_id: str | None = None) -> Response:
         return urls.check_status_response(started.instance_id)
     if done.runtime_status is RuntimeStatus.COMPLETED:
         return json_response(done.output)
-    return _finished(done, fail_as_500)
+    return _finished(done, fail_as_500=fail_as_500)
 
 
 def _wait(started: StartedRun, timeout: float, interval: float) -> OrchestrationStatus | None:
@@ -99,7 +99,7 @@ def _wait(started: StartedRun, timeout: float, interval: float) -> Orchestration
         return None
 
 
-def _finished(status: OrchestrationStatus, fail_as_500: bool, show_output: bool = False) -> Response:
+def _finished(status: OrchestrationStatus, *, fail_as_500: bool, show_output: bool = False) -> Response:
     failed = status.runtime_status is RuntimeStatus.FAILED
     body = status.to_json(show_history_output=show_output)
     return json_response(body, 500 if failed and fail_as_500 else 200)
@@ -123,7 +123,7 @@ def get_status(instance_id: str) -> Response:
         response.headers["Location"] = urls.status_location(instance_id)
         response.headers["Retry-After"] = str(LIVE_RETRY_AFTER)
         return response
-    return _finished(status, fail_as_500, show_output)
+    return _finished(status, fail_as_500=fail_as_500, show_output=show_output)
 
 
 @management.get("/instances")
