@@ -1,12 +1,15 @@
 """Function keys: every request must carry one of the configured keys.
 
-A key comes as the ``code`` query parameter or the ``x-functions-key`` header, as in
-Azure Functions. Keys are compared in constant time and never logged.
+A key comes as the ``x-functions-key`` header or the ``code`` query parameter, as in
+Azure Functions, and the header takes precedence: with both, only the header counts.
+Keys are compared in constant time and never logged. A CORS preflight (OPTIONS) needs
+no key: browsers cannot send one with it, and it reveals only the allowed methods.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Collection
 
 from flask import Flask, g, request
 from werkzeug.exceptions import Unauthorized
@@ -15,29 +18,46 @@ KEY_HEADER = "x-functions-key"
 KEY_PARAMETER = "code"
 
 
-def install(app: Flask, keys: tuple[str, ...]) -> None:
-    """Require one of `keys` on every request to `app`; do nothing when `keys` is empty."""
+def install(app: Flask, keys: tuple[str, ...], *, blueprints: Collection[str] | None = None) -> None:
+    """Require one of `keys` on requests to `app`; do nothing when `keys` is empty.
+
+    Args:
+        app: the Flask app.
+        keys: the accepted keys.
+        blueprints: only requests routed to these blueprints need a key (the API inside
+            a larger app); None: every request, unknown routes included.
+    """
     if not keys:
         return
     encoded = tuple(key.encode() for key in keys)
 
     @app.before_request
     def require_key() -> None:
-        given = request.args.get(KEY_PARAMETER)
-        if given is None:
-            given = request.headers.get(KEY_HEADER)
+        if request.method == "OPTIONS":
+            return
+        if blueprints is not None and request.blueprint not in blueprints:
+            return
+        given = request.headers.get(KEY_HEADER)
+        in_query = given is None
+        if in_query:
+            given = request.args.get(KEY_PARAMETER)
         if given is None or not _matches(given.encode(), encoded):
             # errors.py turns this into the JSON 401 (code "unauthorized").
             raise Unauthorized(
-                f"A valid function key is required, as the '{KEY_PARAMETER}' query "
-                f"parameter or the '{KEY_HEADER}' header."
+                f"A valid function key is required, as the '{KEY_HEADER}' header or the "
+                f"'{KEY_PARAMETER}' query parameter."
             )
-        g.api_key = given
+        if in_query:
+            g.query_key = given
 
 
-def caller_key() -> str | None:
-    """Return the key the current request was authorised with (None without keys)."""
-    return g.get("api_key")
+def query_key() -> str | None:
+    """Return the key the current request was authorised with as ``code=``, else None.
+
+    Only such a key is echoed into the URLs of a response: a key sent as a header stays
+    out of query strings, and so out of the access logs of whoever follows them.
+    """
+    return g.get("query_key")
 
 
 def _matches(given: bytes, keys: tuple[bytes, ...]) -> bool:

@@ -10,46 +10,30 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, current_app
+from flask import Blueprint, Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from singleton import (
-    InstanceAlreadyExists,
-    InstanceError,
-    InstanceIsLive,
-    InstanceIsTerminal,
-    InstanceNotFound,
-    InvalidArgument,
-    InvalidContinuationToken,
-    InvalidEventName,
-    InvalidInput,
-    InvalidInstanceId,
-    InvalidTransition,
-    OrchestratorNotFound,
-    ServiceUnavailable,
-    SingletonError,
-)
+from singleton import InstanceAlreadyExists, InstanceError, ServiceUnavailable, SingletonError
+from singleton.errors import ErrorCategory
 
 from . import urls
+from .responses import json_response
 
 logger = logging.getLogger(__name__)
 
 # Seconds a client should wait before retrying after a 503.
 RETRY_AFTER_UNAVAILABLE = 10
 
-_SINGLETON_STATUS: dict[type[SingletonError], int] = {
-    InvalidInstanceId: 400,
-    InvalidInput: 400,
-    InvalidContinuationToken: 400,
-    InvalidEventName: 400,
-    InvalidArgument: 400,
-    OrchestratorNotFound: 404,
-    InstanceNotFound: 404,
-    InstanceAlreadyExists: 409,
-    InstanceIsLive: 409,
-    InvalidTransition: 409,
-    InstanceIsTerminal: 410,
-    ServiceUnavailable: 503,
+# The HTTP status of each kind of error; the CLI keeps its exit codes by the same key.
+HTTP_STATUS: dict[ErrorCategory, int] = {
+    ErrorCategory.BAD_INPUT: 400,
+    ErrorCategory.NOT_FOUND: 404,
+    ErrorCategory.CONFLICT: 409,
+    ErrorCategory.PRECONDITION_FAILED: 412,
+    ErrorCategory.GONE: 410,
+    ErrorCategory.TIMEOUT: 504,
+    ErrorCategory.UNAVAILABLE: 503,
+    ErrorCategory.INTERNAL: 500,
 }
 
 _HTTP_CODES = {
@@ -64,34 +48,35 @@ _HTTP_CODES = {
 class ApiError(Exception):
     """An error of the HTTP layer itself (bad query parameter, missing key, ...)."""
 
-    def __init__(self, status: int, code: str, message: str, detail: str | None = None) -> None:
+    def __init__(
+        self, category: ErrorCategory, code: str, message: str, detail: str | None = None
+    ) -> None:
         """Describe the error.
 
         Args:
-            status: the HTTP status code.
+            category: what kind of refusal it is; its HTTP status comes from HTTP_STATUS.
             code: our stable error code, e.g. ``invalid_query_parameter``.
             message: the ``Message`` field, one sentence.
             detail: the ``ExceptionMessage`` field; `message` when None.
         """
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.category, self.code, self.message = category, code, message
+        self.status = HTTP_STATUS[category]
         self.detail = message if detail is None else detail
 
 
 def error_response(status: int, code: str, message: str, detail: str, **extra: Any) -> Response:
     """Return the JSON error response every error path uses."""
     body = {"Message": message, "ExceptionMessage": detail, "code": code, **extra}
-    response = current_app.json.response(body)
-    response.status_code = status
-    return response
+    return json_response(body, status)
 
 
-def install(app: Flask) -> None:
-    """Register the error handlers on `app`."""
-    app.register_error_handler(ApiError, _api_error)
-    app.register_error_handler(SingletonError, _singleton_error)
-    app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(Exception, _unexpected)
+def install(scope: Flask | Blueprint) -> None:
+    """Register the error handlers on an app (every route) or a blueprint (its routes)."""
+    scope.register_error_handler(ApiError, _api_error)
+    scope.register_error_handler(SingletonError, _singleton_error)
+    scope.register_error_handler(HTTPException, _http_error)
+    scope.register_error_handler(Exception, _unexpected)
 
 
 def _api_error(exc: ApiError) -> Response:
@@ -99,9 +84,9 @@ def _api_error(exc: ApiError) -> Response:
 
 
 def _singleton_error(exc: SingletonError) -> Response:
-    status = next((s for t, s in _SINGLETON_STATUS.items() if isinstance(exc, t)), 500)
     if isinstance(exc, ServiceUnavailable):
         return _unavailable(exc)
+    status = HTTP_STATUS[exc.category]
     if status == 500:
         return _unexpected(exc)
     return error_response(status, exc.code, str(exc), str(exc), **_instance_fields(exc))

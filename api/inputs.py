@@ -11,6 +11,7 @@ from typing import Any
 from flask import request
 
 from singleton import RuntimeStatus
+from singleton.errors import ErrorCategory
 
 from .errors import ApiError
 
@@ -37,7 +38,8 @@ def json_body() -> Any:
     try:
         return json.loads(data, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise ApiError(400, "invalid_json", "The request body is not valid JSON.", str(exc)) from exc
+        raise ApiError(ErrorCategory.BAD_INPUT, "invalid_json", "The request body is not valid JSON.",
+                       str(exc)) from exc
 
 
 def _reject_constant(name: str) -> Any:
@@ -87,9 +89,10 @@ def moment(name: str) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(_SPACED_OFFSET.sub(r"+\1", raw.strip()))
-    except ValueError as exc:
+        # An offset can carry the first or last day past datetime's range: OverflowError.
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
         raise invalid_parameter(name, "must be an ISO-8601 time, e.g. 2026-11-26T05:18:49Z") from exc
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def runtime_statuses(name: str = "runtimeStatus") -> list[RuntimeStatus] | None:
@@ -123,6 +126,5 @@ def choice(name: str, allowed: Iterable[str]) -> str | None:
 
 def invalid_parameter(name: str, reason: str) -> ApiError:
     """Return the 400 error for a query parameter that cannot be read."""
-    return ApiError(
-        400, "invalid_query_parameter", f"The query parameter '{name}' is invalid.", f"'{name}' {reason}."
-    )
+    return ApiError(ErrorCategory.BAD_INPUT, "invalid_query_parameter",
+                    f"The query parameter '{name}' is invalid.", f"'{name}' {reason}.")

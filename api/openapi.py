@@ -160,8 +160,9 @@ _ERROR_TEXT = {
     401: "A valid function key is required (when API_KEYS is configured).",
     404: "Unknown orchestrator, instance or route.",
     405: "The route does not allow this method.",
-    409: "The instance's status does not allow it (still live; suspended twice; not suspended).",
+    409: "The instance's status does not allow it.",
     410: "The instance has already finished.",
+    412: "The instance is still live: only a finished instance can be purged.",
     413: "The body is longer than MAX_CONTENT_LENGTH.",
     500: "An unexpected error; details are in the server's log.",
     503: "Redis or the broker is unreachable; nothing was left claimed. Retry after Retry-After seconds.",
@@ -174,6 +175,7 @@ _HEADERS = {
     "UnavailableRetryAfter": {"schema": {"type": "integer"}, "description": "Seconds before retrying."},
     "ContinuationToken": {"schema": {"type": "string"},
                           "description": "The next page's token; empty at the end."},
+    "Allow": {"schema": {"type": "string"}, "description": "The methods the route allows."},
 }
 
 _RESPONSES = {
@@ -190,17 +192,21 @@ _RESPONSES["CheckStatus"] = _json(_ref("schemas", "CheckStatus"), "Started; poll
 
 def _start(with_id: bool) -> dict[str, Any]:
     names = ["functionName", *(["instanceId"] if with_id else []), "timeout", "pollingInterval",
-             "ifLive", "ifFinished", "idempotencyKey"]
+             "returnInternalServerErrorOnFailure", "ifLive", "ifFinished", "idempotencyKey"]
     return {"post": {
         "summary": "Start the orchestrator as a singleton" + ("" if with_id else " under a random ID"),
         "parameters": [_ref("parameters", n) for n in names],
         "requestBody": {"required": False, "description": "The input: any JSON value; empty means null.",
                         "content": {"application/json": {"schema": {}}}},
         "responses": {
-            "200": _json({}, "Completed within `timeout`: the output."),
+            "200": _json({}, "Finished within `timeout`, the run this request started: the output "
+                             "if Completed, the Status if Failed or Terminated."),
             "202": _ref("responses", "CheckStatus"),
             "409": _ref("responses", "E409Start"),
-            **_errors(400, 401, 404, 413, 500, 503),
+            "500": _json({"anyOf": [_ref("schemas", "Status"), _ref("schemas", "Error")]},
+                         "Failed within `timeout`, with returnInternalServerErrorOnFailure=true: the "
+                         "Status; or an unexpected error."),
+            **_errors(400, 401, 404, 413, 503),
         },
     }}
 
@@ -226,7 +232,7 @@ def _instance_operations() -> dict[str, Any]:
             "summary": "Purge a finished instance's record",
             "parameters": path_id,
             "responses": {"200": _json(_ref("schemas", "Purged"), "Deleted."),
-                          **_errors(400, 401, 404, 409, 500, 503)},
+                          **_errors(400, 401, 404, 412, 500, 503)},
         },
     }
 
@@ -307,15 +313,39 @@ _PATHS = {
     f"{WEBHOOK}/instances/{{instanceId}}/terminate": _terminate(),
     f"{WEBHOOK}/instances/{{instanceId}}/raiseEvent/{{eventName}}": _raise_event(),
     f"{WEBHOOK}/instances/{{instanceId}}/suspend": _operation(
-        "Suspend the live run: no further step starts", (400, 401, 404, 409, 410, 500, 503), _REASON),
+        "Suspend the live run: no further step starts (202 too when already suspended)",
+        (400, 401, 404, 410, 500, 503), _REASON),
     f"{WEBHOOK}/instances/{{instanceId}}/resume": _operation(
-        "Resume a suspended run where it stopped", (400, 401, 404, 409, 410, 500, 503), _REASON),
+        "Resume a suspended run where it stopped (202 too when live and not suspended)",
+        (400, 401, 404, 410, 500, 503), _REASON),
     f"{WEBHOOK}/instances/{{instanceId}}/restart": _restart(),
     "/api/openapi.json": {"get": {
         "summary": "This document",
         "responses": {"200": _json({"type": "object"}, "The OpenAPI document."), **_errors(401, 500)},
     }},
 }
+
+# Any segment the route matches: OPTIONS answers for the route, whatever the ID.
+_ANY_SEGMENT = {"type": "string", "minLength": 1}
+
+
+def _options(template: str) -> dict[str, Any]:
+    names = [n for n in ("functionName", "instanceId", "eventName") if f"{{{n}}}" in template]
+    return {
+        "summary": "The methods the route allows (a CORS preflight); needs no key",
+        "security": [],
+        "parameters": [{"name": n, "in": "path", "required": True, "schema": _ANY_SEGMENT} for n in names],
+        "responses": {
+            "204": {"description": "Empty body; Allow lists the methods. With CORS_ORIGINS set and an "
+                                   "allowed Origin, the Access-Control-Allow-* headers too.",
+                    "headers": {"Allow": _ref("headers", "Allow")}},
+            **_errors(404),
+        },
+    }
+
+
+for _template, _item in _PATHS.items():
+    _item["options"] = _options(_template)
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -325,8 +355,9 @@ DOCUMENT: dict[str, Any] = {
         "description": (
             "Durable Functions' singleton starter and management HTTP API on Celery. Every error "
             "body is JSON with Message, ExceptionMessage and code. Any route answers 401 without a "
-            "valid key (when keys are configured); an unknown route answers 404 and a wrong method "
-            "405, both with the Error body."
+            "valid key (when keys are configured; the x-functions-key header takes precedence over "
+            "code=), except OPTIONS, which needs none; an unknown route answers 404 and a wrong "
+            "method 405, both with the Error body."
         ),
     },
     "security": [{"functionKeyQuery": []}, {"functionKeyHeader": []}, {}],

@@ -6,9 +6,7 @@ The management API mirrors Durable Functions' built-in HTTP API under
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
-from typing import Any
+import contextlib
 
 from flask import Blueprint, Response, current_app, request
 
@@ -16,17 +14,22 @@ from singleton import (
     IfFinished,
     IfLive,
     InstanceNotFound,
+    InvalidTransition,
     OrchestrationClient,
     OrchestrationStatus,
     RuntimeStatus,
-    StepHistory,
+    WaitTimeout,
 )
+from singleton.client import StartedRun
+from singleton.errors import ErrorCategory, RunReplaced
 
-from . import inputs, urls
+from . import cors, errors, inputs, urls
 from .errors import ApiError
 from .openapi import DOCUMENT
+from .responses import empty_response, json_response
 
 EXTENSION = "singleton"
+BODY_LIMIT_EXTENSION = "singleton.max_content_length"
 CONTINUATION_HEADER = "x-ms-continuation-token"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 LIVE_RETRY_AFTER = 5
@@ -39,22 +42,22 @@ MIN_POLLING_INTERVAL = 0.05
 
 starter = Blueprint("starter", __name__, url_prefix="/api")
 management = Blueprint("management", __name__, url_prefix=urls.WEBHOOK_PREFIX)
+BLUEPRINTS = frozenset({starter.name, management.name})
 
 
 def _client() -> OrchestrationClient:
     return current_app.extensions[EXTENSION]
 
 
-def _json(value: Any, status: int = 200) -> Response:
-    response = current_app.json.response(value)
-    response.status_code = status
-    return response
+def _limit_body() -> None:
+    # Per request, so that inside a larger app the API's limit binds only its routes.
+    request.max_content_length = current_app.extensions[BODY_LIMIT_EXTENSION]
 
 
-def _empty(status: int) -> Response:
-    response = Response(b"", status)
-    del response.headers["Content-Type"]  # an empty body is not HTML
-    return response
+for _blueprint in (starter, management):
+    errors.install(_blueprint)  # JSON errors on these routes, whatever app holds them
+    _blueprint.before_request(_limit_body)
+    cors.install(_blueprint)
 
 
 # -- starting -------------------------------------------------------------------
@@ -63,31 +66,43 @@ def _empty(status: int) -> Response:
 @management.post("/orchestrators/<function_name>")
 @management.post("/orchestrators/<function_name>/<path:instance_id>")
 def start(function_name: str, instance_id: str | None = None) -> Response:
-    """Start `function_name` as a singleton: 202 check-status, or 200 if it completes in time."""
+    """Start `function_name` as a singleton: 202 check-status.
+
+    With ``timeout``, wait for the run this request started: a Completed run answers
+    200 with its output, a Failed or Terminated one with its status (200; 500 for Failed
+    with ``returnInternalServerErrorOnFailure``), a run still live with the 202.
+    """
     timeout = inputs.number("timeout", 0.0, MAX_WAIT_SECONDS)
     interval = inputs.number("pollingInterval", MIN_POLLING_INTERVAL, MAX_WAIT_SECONDS)
+    fail_as_500 = inputs.flag("returnInternalServerErrorOnFailure", False)
     policies = {
         "if_live": inputs.choice("ifLive", [p.value for p in IfLive]),
         "if_finished": inputs.choice("ifFinished", [p.value for p in IfFinished]),
         "request_id": request.headers.get(IDEMPOTENCY_HEADER) or None,
     }
     body = inputs.json_body()
-    instance_id = _client().start_new(function_name, instance_id, body, **policies)
-    if timeout:
-        done = _wait(instance_id, timeout, interval or DEFAULT_POLLING_INTERVAL)
-        if done is not None and done.runtime_status is RuntimeStatus.COMPLETED:
-            return _json(done.output)
-    return urls.check_status_response(instance_id)
+    started = _client().start_run(function_name, instance_id, body, **policies)
+    done = _wait(started, timeout, interval or DEFAULT_POLLING_INTERVAL) if timeout else None
+    if done is None:
+        return urls.check_status_response(started.instance_id)
+    if done.runtime_status is RuntimeStatus.COMPLETED:
+        return json_response(done.output)
+    return _finished(done, fail_as_500=fail_as_500)
 
 
-def _wait(instance_id: str, timeout: float, interval: float) -> OrchestrationStatus | None:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = _client().get_status(instance_id, show_input=False)
-        remaining = deadline - time.monotonic()
-        if status is None or status.runtime_status.is_terminal or remaining <= 0:
-            return status
-        time.sleep(min(interval, remaining))
+def _wait(started: StartedRun, timeout: float, interval: float) -> OrchestrationStatus | None:
+    # The run this request started, not whatever run holds the ID by the end of the wait.
+    try:
+        return _client().wait_for_completion(started.instance_id, timeout, interval=interval,
+                                             run_id=started.run_id)
+    except (WaitTimeout, InstanceNotFound, RunReplaced):
+        return None
+
+
+def _finished(status: OrchestrationStatus, *, fail_as_500: bool, show_output: bool = False) -> Response:
+    failed = status.runtime_status is RuntimeStatus.FAILED
+    body = status.to_json(show_history_output=show_output)
+    return json_response(body, 500 if failed and fail_as_500 else 200)
 
 
 # -- reading --------------------------------------------------------------------
@@ -103,16 +118,12 @@ def get_status(instance_id: str) -> Response:
     )
     if status is None:
         raise InstanceNotFound(instance_id)
-    body = status_body(status)
-    if status.history is not None:
-        body["historyEvents"] = history_events(status, show_output)
     if status.runtime_status.is_live:
-        response = _json(body, 202)
-        response.headers["Location"] = request.url
+        response = json_response(status.to_json(show_history_output=show_output), 202)
+        response.headers["Location"] = urls.status_location(instance_id)
         response.headers["Retry-After"] = str(LIVE_RETRY_AFTER)
         return response
-    failed = status.runtime_status is RuntimeStatus.FAILED
-    return _json(body, 500 if failed and fail_as_500 else 200)
+    return _finished(status, fail_as_500=fail_as_500, show_output=show_output)
 
 
 @management.get("/instances")
@@ -128,55 +139,9 @@ def list_instances() -> Response:
         "continuation_token": request.headers.get(CONTINUATION_HEADER) or None,
     }
     page = _client().get_status_by(runtime_status=inputs.runtime_statuses(), **filters)
-    response = _json([status_body(s) for s in page.instances])
+    response = json_response([s.to_json() for s in page.instances])
     response.headers[CONTINUATION_HEADER] = page.continuation_token or ""
     return response
-
-
-def status_body(status: OrchestrationStatus) -> dict[str, Any]:
-    """Return the status JSON of the contract, times as ISO-8601 UTC."""
-    return {
-        "name": status.name,
-        "instanceId": status.instance_id,
-        "runtimeStatus": status.runtime_status.value,
-        "input": status.input,
-        "customStatus": status.custom_status,
-        "output": status.output,
-        "createdTime": _iso(status.created_time),
-        "lastUpdatedTime": _iso(status.last_updated_time),
-    }
-
-
-def history_events(status: OrchestrationStatus, show_output: bool) -> list[dict[str, Any]]:
-    """Return Durable Functions-style history: the start, one entry per step, the end."""
-    events: list[dict[str, Any]] = [{
-        "EventType": "ExecutionStarted", "FunctionName": status.name,
-        "Timestamp": _iso_ms(status.created_time),
-    }]
-    events += [_step_event(step, show_output) for step in status.history or []]
-    if status.runtime_status.is_terminal:
-        end = {"EventType": "ExecutionCompleted", "OrchestrationStatus": status.runtime_status.value,
-               "Timestamp": _iso_ms(status.last_updated_time)}
-        if show_output:
-            end["Result"] = status.output
-        events.append(end)
-    return events
-
-
-def _step_event(step: StepHistory, show_output: bool) -> dict[str, Any]:
-    event = {"EventType": f"Task{step.outcome}", "FunctionName": step.name, "TaskId": step.task_id,
-             "ScheduledTime": _iso_ms(step.started), "Timestamp": _iso_ms(step.ended)}
-    if show_output:
-        event["Result"] = step.result
-    return event
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _iso_ms(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 # -- managing -------------------------------------------------------------------
@@ -184,15 +149,15 @@ def _iso_ms(moment: datetime) -> str:
 def terminate(instance_id: str) -> Response:
     """Terminate the live run: 202; 404 unknown; 410 already finished."""
     _client().terminate(instance_id, request.args.get("reason"))
-    return _empty(202)
+    return empty_response(202)
 
 
 @management.delete("/instances/<instance_id>")
 def purge(instance_id: str) -> Response:
-    """Delete a finished instance's record: 200; 404 unknown; 409 still live."""
+    """Delete a finished instance's record: 200; 404 unknown; 412 still live."""
     if _client().purge_instance_history(instance_id) == 0:
         raise InstanceNotFound(instance_id)
-    return _json({"instancesDeleted": 1})
+    return json_response({"instancesDeleted": 1})
 
 
 @management.delete("/instances")
@@ -201,36 +166,42 @@ def purge_many() -> Response:
     """Delete the finished records created in a time range: 200 with the count; 404 if none."""
     created_from = inputs.moment("createdTimeFrom")
     if created_from is None:
-        raise ApiError(400, "missing_query_parameter", "The query parameter 'createdTimeFrom' is required.")
+        raise ApiError(ErrorCategory.BAD_INPUT, "missing_query_parameter",
+                       "The query parameter 'createdTimeFrom' is required.")
     deleted = _client().purge_instance_history_by(
         created_time_from=created_from,
         created_time_to=inputs.moment("createdTimeTo"),
         runtime_status=inputs.runtime_statuses(),
     )
     if deleted == 0:
-        raise ApiError(404, "no_instances_deleted", "No instances matched the filter; none was deleted.")
-    return _json({"instancesDeleted": deleted})
+        raise ApiError(ErrorCategory.NOT_FOUND, "no_instances_deleted",
+                       "No instances matched the filter; none was deleted.")
+    return json_response({"instancesDeleted": deleted})
 
 
 @management.post("/instances/<instance_id>/raiseEvent/<event_name>")
 def raise_event(instance_id: str, event_name: str) -> Response:
     """Send an event (JSON body) to the instance: 202; 400 not JSON; 404 unknown; 410 finished."""
     _client().raise_event(instance_id, event_name, inputs.json_body())
-    return _empty(202)
+    return empty_response(202)
 
 
 @management.post("/instances/<instance_id>/suspend")
 def suspend(instance_id: str) -> Response:
-    """Suspend the live run: 202; 404 unknown; 409 already suspended; 410 finished."""
-    _client().suspend(instance_id, request.args.get("reason"))
-    return _empty(202)
+    """Suspend the live run: 202 (also when already suspended); 404 unknown; 410 finished."""
+    # Already suspended: the outcome asked for holds; Durable Functions answers 202 too.
+    with contextlib.suppress(InvalidTransition):
+        _client().suspend(instance_id, request.args.get("reason"))
+    return empty_response(202)
 
 
 @management.post("/instances/<instance_id>/resume")
 def resume(instance_id: str) -> Response:
-    """Resume a suspended run: 202; 404 unknown; 409 not suspended; 410 finished."""
-    _client().resume(instance_id, request.args.get("reason"))
-    return _empty(202)
+    """Resume a suspended run: 202 (also when not suspended); 404 unknown; 410 finished."""
+    # Live and not suspended: nothing to resume; Durable Functions answers 202 too.
+    with contextlib.suppress(InvalidTransition):
+        _client().resume(instance_id, request.args.get("reason"))
+    return empty_response(202)
 
 
 @management.post("/instances/<instance_id>/restart")
@@ -244,4 +215,4 @@ def restart(instance_id: str) -> Response:
 @starter.get("/openapi.json")
 def openapi() -> Response:
     """Return the OpenAPI 3.1 document of every route."""
-    return _json(DOCUMENT)
+    return json_response(DOCUMENT)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
-from flask import Response, current_app, request
+from flask import Response, request
 
 from . import auth
+from .responses import json_response
 
 WEBHOOK_PREFIX = "/runtime/webhooks/durabletask"
 
@@ -18,6 +19,13 @@ def instance_uri(instance_id: str) -> str:
     """Return the absolute URL of the instance, from the request's scheme and host."""
     root = request.url_root.rstrip("/")
     return f"{root}{WEBHOOK_PREFIX}/instances/{quote(instance_id, safe='')}"
+
+
+def status_location(instance_id: str) -> str:
+    """Return the status route's own URL (for its Location): built from the instance ID
+    quoted once, with the request's query parameters re-encoded."""
+    query = urlencode(list(request.args.items(multi=True)), quote_via=quote)
+    return f"{instance_uri(instance_id)}?{query}" if query else instance_uri(instance_id)
 
 
 def status_query_uri(instance_id: str) -> str:
@@ -43,15 +51,14 @@ def check_status_body(instance_id: str) -> dict[str, str]:
 def check_status_response(instance_id: str) -> Response:
     """Return the 202 check-status response (Location, Retry-After) for an instance."""
     body = check_status_body(instance_id)
-    response = current_app.json.response(body)
-    response.status_code = 202
+    response = json_response(body, 202)
     response.headers["Location"] = body["statusQueryGetUri"]
     response.headers["Retry-After"] = str(START_RETRY_AFTER)
     return response
 
 
 def _with_code(url: str) -> str:
-    key = auth.caller_key()
+    key = auth.query_key()
     if key is None:
         return url
     separator = "&" if "?" in url else "?"

@@ -27,7 +27,7 @@ from proj.redis_server import RedisServer, free_port
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_RATIO = 0.85
 ENDPOINTS = {
-    "start_new": ("api:create_app()", "/api/orchestrators/HelloSequence"),
+    "start_new": ("proj.web:app", "/api/orchestrators/HelloSequence"),
     "bare": ("bench.bare_app:create_app()", "/bare/HelloSequence"),
 }
 

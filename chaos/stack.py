@@ -99,7 +99,7 @@ class Stack:
         celery = [sys.executable, "-m", "celery", "-A", "proj"]
         self.web = Process("web", [sys.executable, "-m", "gunicorn", "-w", "2", "-b",
                                    f"127.0.0.1:{self.web_port}", "--log-level", "warning",
-                                   "api:create_app()"], self.env, directory / "web.log")
+                                   "proj.web:app"], self.env, directory / "web.log")
         self.workers = [
             Process(f"worker{n}", [*celery, "worker", "-n", f"chaos{n}@%h", "-c", "2", "-I",
                                    "chaos.steplog", "--loglevel=INFO", "--without-gossip",

@@ -6,18 +6,20 @@ The public surface, grouped:
   class), ``init_app`` (registers the layer's tasks and signals on an app).
 - Inside a run: ``wait_for_external_event`` and ``continue_as_new`` (canvas steps;
   ``UNSET`` marks "no default" / "no input"), ``set_custom_status`` (from a step).
-- Starting and managing: ``OrchestrationClient``, ``StatusPage``; start policies
+- Starting and managing: ``OrchestrationClient``, ``StatusPage``, ``StartedRun``; start policies
   ``IfLive`` and ``IfFinished``.
 - Statuses: ``RuntimeStatus``, ``OrchestrationStatus``, ``StepHistory``,
   ``new_instance_id``, ``validate_instance_id``, ``validate_event_name``.
 - Observing: ``step_started`` and ``step_finished`` (signals; real executions only).
 - Settings: ``Settings``.
-- Errors: ``SingletonError`` and its subclasses.
+- Errors: ``SingletonError`` and its subclasses; ``ErrorCategory`` (what each means
+  to the HTTP layer and the CLI).
 """
 
-from .client import OrchestrationClient, StatusPage
+from .client import OrchestrationClient, StartedRun, StatusPage
 from .durable import UNSET, continue_as_new, set_custom_status, wait_for_external_event
 from .errors import (
+    ErrorCategory,
     InstanceAlreadyExists,
     InstanceError,
     InstanceIsLive,
@@ -31,6 +33,7 @@ from .errors import (
     InvalidTransition,
     NotInRun,
     OrchestratorNotFound,
+    RunReplaced,
     ServiceUnavailable,
     SingletonError,
     WaitTimeout,
@@ -65,6 +68,7 @@ __all__ = [
     # starting and managing
     "OrchestrationClient",
     "StatusPage",
+    "StartedRun",
     "IfLive",
     "IfFinished",
     # statuses
@@ -81,6 +85,7 @@ __all__ = [
     "Settings",
     # errors
     "SingletonError",
+    "ErrorCategory",
     "InvalidInstanceId",
     "OrchestratorNotFound",
     "InvalidInput",
@@ -95,5 +100,6 @@ __all__ = [
     "InstanceIsLive",
     "InvalidTransition",
     "WaitTimeout",
+    "RunReplaced",
     "ServiceUnavailable",
 ]

@@ -1,15 +1,17 @@
 """``celery -A proj instances ...``: manage orchestration instances from a shell.
 
 Registered as a Celery sub-command through the ``celery.commands`` entry point. Each
-command prints a readable table by default, or JSON with ``--json``. Exit codes:
-0 success; 2 bad input (unknown orchestrator, invalid ID, input or data that is not
-JSON); 3 no such instance; 4 conflict (the instance is live, or already finished);
-5 Redis or the broker unavailable; 1 any other refusal. Errors print one line on
+command prints a readable table by default, or JSON with ``--json``. Exit codes, by
+the error's category (the HTTP API derives its status codes from the same one): 0
+success; 2 bad input (invalid ID, input or data that is not JSON); 3 not found (no
+such orchestrator or instance); 4 conflict (the instance is live, or already
+finished); 5 Redis or the broker unavailable; 1 any other refusal. Errors print one line on
 stderr (and, with ``--json``, ``{"error": <code>, "message": ...}`` on stdout).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,18 +21,7 @@ import click
 from celery.bin.base import CeleryCommand, handle_preload_options
 
 from .client import OrchestrationClient
-from .errors import (
-    InstanceError,
-    InstanceNotFound,
-    InvalidArgument,
-    InvalidContinuationToken,
-    InvalidEventName,
-    InvalidInput,
-    InvalidInstanceId,
-    OrchestratorNotFound,
-    ServiceUnavailable,
-    SingletonError,
-)
+from .errors import ErrorCategory, InstanceNotFound, InvalidInput, SingletonError
 from .status import OrchestrationStatus, RuntimeStatus
 
 EXIT_FAILED = 1
@@ -38,13 +29,17 @@ EXIT_BAD_INPUT = 2
 EXIT_NOT_FOUND = 3
 EXIT_CONFLICT = 4
 EXIT_UNAVAILABLE = 5
-_EXIT_CODES: list[tuple[type[SingletonError], int]] = [
-    (InstanceNotFound, EXIT_NOT_FOUND),
-    (InstanceError, EXIT_CONFLICT),
-    ((InvalidInstanceId, InvalidInput, InvalidEventName, InvalidArgument, OrchestratorNotFound,
-      InvalidContinuationToken), EXIT_BAD_INPUT),
-    (ServiceUnavailable, EXIT_UNAVAILABLE),
-]
+# The exit code of each kind of error; the HTTP API keeps its status codes by the same key.
+EXIT_CODES: dict[ErrorCategory, int] = {
+    ErrorCategory.BAD_INPUT: EXIT_BAD_INPUT,
+    ErrorCategory.NOT_FOUND: EXIT_NOT_FOUND,
+    ErrorCategory.CONFLICT: EXIT_CONFLICT,
+    ErrorCategory.PRECONDITION_FAILED: EXIT_CONFLICT,
+    ErrorCategory.GONE: EXIT_CONFLICT,
+    ErrorCategory.TIMEOUT: EXIT_FAILED,
+    ErrorCategory.UNAVAILABLE: EXIT_UNAVAILABLE,
+    ErrorCategory.INTERNAL: EXIT_FAILED,
+}
 LIST_COLUMNS = ("instance", "name", "status", "created", "updated")
 
 
@@ -73,7 +68,7 @@ def _reported(ctx: click.Context, as_json: bool) -> Iterator[None]:
     try:
         yield
     except SingletonError as exc:
-        code = next((c for kind, c in _EXIT_CODES if isinstance(exc, kind)), EXIT_FAILED)
+        code = EXIT_CODES[exc.category]
         if as_json:
             click.echo(json.dumps({"error": exc.code, "message": str(exc)}))
         click.echo(f"Error: {exc}", err=True)
@@ -115,12 +110,13 @@ def status(ctx: click.Context, instance_id: str, as_json: bool) -> None:
         found = _client(ctx).get_status(instance_id)
         if found is None:
             raise InstanceNotFound(instance_id)
-    _say(as_json, to_json(found), _details(found))
+    _say(as_json, found.to_json(), _details(found))
 
 
 @_command
-@click.option("--status", "statuses", multiple=True, type=click.Choice([s.value for s in RuntimeStatus]),
-              help="Only instances with this status (repeatable).")
+@click.option("--status", "statuses", multiple=True,
+              type=click.Choice([s.value for s in RuntimeStatus], case_sensitive=False),
+              help="Only instances with this status, in any case (repeatable).")
 @click.option("--prefix", help="Only instance IDs starting with this.")
 @click.option("--limit", type=click.IntRange(1), default=100, show_default=True,
               help="At most this many instances, newest first.")
@@ -129,22 +125,14 @@ def list_(ctx: click.Context, statuses: tuple[str, ...], prefix: str | None, lim
     """List instances, newest first."""
     with _reported(ctx, as_json):
         found = _newest(_client(ctx), statuses or None, prefix, limit)
-    _say(as_json, [to_json(s) for s in found], _table([_row(s) for s in found]))
+    _say(as_json, [s.to_json() for s in found], _table([_row(s) for s in found]))
 
 
 def _newest(client: OrchestrationClient, statuses: Any, prefix: str | None,
             limit: int) -> list[OrchestrationStatus]:
-    found: list[OrchestrationStatus] = []
-    token = None
-    while len(found) < limit:
-        page = client.get_status_by(runtime_status=statuses, instance_id_prefix=prefix,
-                                    page_size=limit - len(found), continuation_token=token,
-                                    show_input=False)
-        found += page.instances
-        token = page.continuation_token
-        if token is None:
-            break
-    return found
+    matching = client.iter_status_by(runtime_status=statuses, instance_id_prefix=prefix,
+                                     page_size=limit)
+    return list(itertools.islice(matching, limit))
 
 
 @_command
@@ -202,23 +190,9 @@ def purge(ctx: click.Context, instance_id: str, as_json: bool) -> None:
 
 
 # -- output ---------------------------------------------------------------------
-def to_json(status: OrchestrationStatus) -> dict[str, Any]:
-    """Return a status as the HTTP API names its fields."""
-    return {
-        "name": status.name,
-        "instanceId": status.instance_id,
-        "runtimeStatus": status.runtime_status.value,
-        "input": status.input,
-        "output": status.output,
-        "customStatus": status.custom_status,
-        "createdTime": status.created_time.isoformat(),
-        "lastUpdatedTime": status.last_updated_time.isoformat(),
-        "runId": status.run_id,
-    }
-
-
 def _details(status: OrchestrationStatus) -> str:
-    data = to_json(status)
+    # The table adds the run ID (which Flower shows as singleton_run) to the status JSON.
+    data = {**status.to_json(), "runId": status.run_id}
     rows = [(key, value if isinstance(value, str) else json.dumps(value)) for key, value in data.items()]
     width = max(len(key) for key, _ in rows)
     return "\n".join(f"{key:<{width}}  {value}" for key, value in rows)

@@ -9,10 +9,10 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from celery import Celery
 from kombu.utils.json import dumps, loads
@@ -27,6 +27,7 @@ from .errors import (
     InvalidContinuationToken,
     InvalidInput,
     InvalidTransition,
+    RunReplaced,
     ServiceUnavailable,
     WaitTimeout,
 )
@@ -48,6 +49,13 @@ logger = logging.getLogger(__name__)
 
 # How many index entries a filtered list page may examine per requested result.
 SCAN_FACTOR = 10
+
+
+class StartedRun(NamedTuple):
+    """The run a start answers with: the instance ID and that run's ID."""
+
+    instance_id: str
+    run_id: str
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,23 @@ class OrchestrationClient:
     ) -> str:
         """Start orchestrator `name` under `instance_id` unless a live run holds that ID.
 
+        As ``start_run``, returning only the instance ID.
+        """
+        return self.start_run(name, instance_id, input, if_live=if_live, if_finished=if_finished,
+                              request_id=request_id).instance_id
+
+    def start_run(
+        self,
+        name: str,
+        instance_id: str | None = None,
+        input: Any = None,
+        *,
+        if_live: IfLive | str | None = None,
+        if_finished: IfFinished | str | None = None,
+        request_id: str | None = None,
+    ) -> StartedRun:
+        """Start orchestrator `name` under `instance_id` unless a live run holds that ID.
+
         Args:
             name: a registered orchestrator's name.
             instance_id: the singleton key; a random 32-hex-character ID when None
@@ -93,7 +118,8 @@ class OrchestrationClient:
                 run on record answers with that run instead of refusing.
 
         Returns:
-            The instance ID (of the new run, or of the run on record that answers).
+            The instance ID and the run ID: of the new run, or of the run on record
+            that answers (a repeated request ID, or ``use_existing``).
 
         Raises:
             OrchestratorNotFound, InvalidInstanceId, InvalidInput, InvalidArgument:
@@ -118,7 +144,7 @@ class OrchestrationClient:
             lease_s=orchestrator.lease or self._run_lease, timeout_s=orchestrator.timeout or 0.0,
         )
         if claim.outcome is ClaimVerdict.EXISTING:
-            return instance_id
+            return StartedRun(instance_id, claim.run_id)
         if not claim.claimed:
             raise InstanceAlreadyExists(instance_id, claim.status, claim.run_id)
         try:
@@ -131,7 +157,7 @@ class OrchestrationClient:
                 f"Could not publish the orchestration to the broker: {exc}",
                 instance_id=instance_id,
             ) from exc
-        return instance_id
+        return StartedRun(instance_id, identity.run_id)
 
     def restart(self, instance_id: str, *, new_instance_id: bool = True) -> str:
         """Start the instance's orchestrator again with its original input.
@@ -257,36 +283,69 @@ class OrchestrationClient:
 
     def get_status_all(self, *, show_input: bool = True) -> list[OrchestrationStatus]:
         """Return every instance on record, newest first (follows all pages)."""
-        return list(self._iter_status(show_input=show_input))
+        return list(self.iter_status_by(show_input=show_input))
 
-    def _iter_status(self, **filters: Any) -> Iterable[OrchestrationStatus]:
+    def iter_status_by(self, **filters: Any) -> Iterator[OrchestrationStatus]:
+        """Yield every instance that matches, newest first, following continuation tokens.
+
+        Takes ``get_status_by``'s keyword arguments (but ``continuation_token``);
+        ``page_size`` sets how many each read fetches, not how many are yielded.
+        """
+        for page in self._pages(**filters):
+            yield from page.instances
+
+    def _pages(self, **filters: Any) -> Iterator[StatusPage]:
+        # The one continuation-token loop: listing everything, the CLI and purge by filter.
         token = None
         while True:
             page = self.get_status_by(continuation_token=token, **filters)
-            yield from page.instances
+            yield page
             token = page.continuation_token
             if token is None:
                 return
 
-    def wait_for_completion(self, instance_id: str, timeout: float = 60.0) -> OrchestrationStatus:
+    def wait_for_completion(
+        self,
+        instance_id: str,
+        timeout: float = 60.0,
+        *,
+        interval: float | None = None,
+        run_id: str | None = None,
+    ) -> OrchestrationStatus:
         """Poll until the instance reaches a terminal status and return that status.
+
+        Args:
+            instance_id: the instance to wait for.
+            timeout: seconds to wait at most.
+            interval: seconds between polls; by default 20 ms, doubling up to 0.5 s.
+            run_id: wait for this run (and the runs it continued as), not for whatever
+                run holds the ID: a later start of the same ID does not answer for it.
 
         Raises:
             InstanceNotFound: no record exists (or it was purged while waiting).
+            RunReplaced: with `run_id`, another run took the ID; that run's end is unknown.
             WaitTimeout: still live after `timeout` seconds; carries the last status.
         """
         deadline = time.monotonic() + timeout
-        pause = 0.02
+        pause = 0.02 if interval is None else interval
+        created = None  # the waited-for run's created time: continued runs keep it
         while True:
             status = self.get_status(instance_id)
             if status is None:
                 raise InstanceNotFound(instance_id)
+            if run_id is not None and status.run_id != run_id:
+                if status.created_time != created:
+                    raise RunReplaced(instance_id, run_id, status)
+                run_id = status.run_id
+            created = status.created_time
             if status.runtime_status.is_terminal:
                 return status
-            if time.monotonic() >= deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise WaitTimeout(instance_id, status)
-            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(pause * 2, 0.5)
+            time.sleep(min(pause, remaining))
+            if interval is None:
+                pause = min(pause * 2, 0.5)
 
     # -- events, suspend, resume --------------------------------------------------
     def raise_event(self, instance_id: str, event_name: str, data: Any = None) -> None:
@@ -371,20 +430,9 @@ class OrchestrationClient:
         """
         wanted = RuntimeStatus if runtime_status is None else runtime_status
         finished = [s for s in map(RuntimeStatus, wanted) if s.is_terminal]
-        deleted = 0
-        token = None
-        while True:
-            page = self.get_status_by(
-                runtime_status=finished,
-                created_time_from=created_time_from,
-                created_time_to=created_time_to,
-                continuation_token=token,
-                show_input=False,
-            )
-            deleted += self._store.purge_many(s.instance_id for s in page.instances)
-            token = page.continuation_token
-            if token is None:
-                return deleted
+        pages = self._pages(runtime_status=finished, created_time_from=created_time_from,
+                            created_time_to=created_time_to, show_input=False)
+        return sum(self._store.purge_many(s.instance_id for s in page.instances) for page in pages)
 
 
 def _check(instance_id: str, outcome: Verdict, status: str, operation: str) -> None:
@@ -494,8 +542,9 @@ def _encode_token(position: tuple[int, str]) -> str:
 def _decode_token(token: str) -> tuple[int, str]:
     try:
         score, instance_id = json.loads(base64.urlsafe_b64decode(token.encode()))
-        if isinstance(score, int) and isinstance(instance_id, str):
+        # bool is an int to isinstance; a score is a created time in µs, well inside 64 bits.
+        if type(score) is int and abs(score) < 2**63 and isinstance(instance_id, str):
             return score, instance_id
-    except (ValueError, TypeError, binascii.Error):
+    except (ValueError, TypeError, RecursionError, binascii.Error):
         pass
     raise InvalidContinuationToken(token)

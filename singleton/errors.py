@@ -1,24 +1,42 @@
 """The exception tree: every error the library raises derives from SingletonError.
 
 Each exception carries the data a caller needs to act on it (the instance ID, the
-status it found), so the HTTP layer can map exceptions to responses in one place.
+status it found) and a ``category`` saying what kind of refusal it is. The HTTP layer
+and the CLI derive their status codes and exit codes from the category alone, so an
+error means the same thing through either.
 """
 
 from __future__ import annotations
 
+import enum
 from typing import Any
+
+
+class ErrorCategory(enum.StrEnum):
+    """What kind of refusal an error is, whatever the surface that reports it."""
+
+    BAD_INPUT = "bad_input"  # the call's arguments break a rule; fix them and retry
+    NOT_FOUND = "not_found"  # no such orchestrator or instance
+    CONFLICT = "conflict"  # the instance's current run keeps the ID or refuses the change
+    PRECONDITION_FAILED = "precondition_failed"  # the instance must first finish
+    GONE = "gone"  # the instance has finished; the operation needs a live run
+    TIMEOUT = "timeout"  # a wait ended before the instance finished
+    UNAVAILABLE = "unavailable"  # Redis or the broker is unreachable; retry later
+    INTERNAL = "internal"  # a misuse of the library or an unexpected failure
 
 
 class SingletonError(Exception):
     """Root of every error raised by the singleton layer."""
 
     code = "singleton_error"
+    category = ErrorCategory.INTERNAL
 
 
 class InvalidInstanceId(SingletonError):
     """The instance ID breaks the contract's rules (length, characters)."""
 
     code = "invalid_instance_id"
+    category = ErrorCategory.BAD_INPUT
 
     def __init__(self, instance_id: Any, reason: str) -> None:
         self.instance_id = instance_id
@@ -30,6 +48,7 @@ class InvalidEventName(SingletonError):
     """The event name is empty, too long or contains control characters."""
 
     code = "invalid_event_name"
+    category = ErrorCategory.BAD_INPUT
 
     def __init__(self, name: Any, reason: str) -> None:
         self.name = name
@@ -41,6 +60,7 @@ class OrchestratorNotFound(SingletonError):
     """No orchestrator is registered under the given name."""
 
     code = "orchestrator_not_found"
+    category = ErrorCategory.NOT_FOUND
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -51,6 +71,7 @@ class InvalidInput(SingletonError):
     """The input cannot be stored as JSON, or the orchestrator rejected it."""
 
     code = "invalid_input"
+    category = ErrorCategory.BAD_INPUT
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
@@ -61,6 +82,7 @@ class InvalidArgument(SingletonError):
     """An option of a call is not one it accepts (an unknown start policy, say)."""
 
     code = "invalid_argument"
+    category = ErrorCategory.BAD_INPUT
 
     def __init__(self, name: str, reason: str) -> None:
         self.name = name
@@ -72,6 +94,7 @@ class InvalidContinuationToken(SingletonError):
     """A list call was given a continuation token this library did not issue."""
 
     code = "invalid_continuation_token"
+    category = ErrorCategory.BAD_INPUT
 
     def __init__(self, token: str) -> None:
         self.token = token
@@ -90,6 +113,7 @@ class InstanceAlreadyExists(InstanceError):
     """A start was refused because a live run holds the instance ID."""
 
     code = "instance_already_exists"
+    category = ErrorCategory.CONFLICT
 
     def __init__(self, instance_id: str, runtime_status: Any, run_id: str) -> None:
         self.runtime_status = runtime_status
@@ -101,6 +125,7 @@ class InstanceNotFound(InstanceError):
     """No record exists for the instance ID."""
 
     code = "instance_not_found"
+    category = ErrorCategory.NOT_FOUND
 
     def __init__(self, instance_id: str) -> None:
         super().__init__(instance_id, f"No instance with ID '{instance_id}' was found.")
@@ -110,6 +135,7 @@ class InstanceIsTerminal(InstanceError):
     """The operation needs a live run, but the instance has already finished."""
 
     code = "instance_is_terminal"
+    category = ErrorCategory.GONE
 
     def __init__(self, instance_id: str, runtime_status: Any) -> None:
         self.runtime_status = runtime_status
@@ -123,6 +149,7 @@ class InstanceIsLive(InstanceError):
     """The operation needs a finished instance, but a run is still live."""
 
     code = "instance_is_live"
+    category = ErrorCategory.PRECONDITION_FAILED
 
     def __init__(self, instance_id: str, runtime_status: Any) -> None:
         self.runtime_status = runtime_status
@@ -136,6 +163,7 @@ class InvalidTransition(InstanceError):
     """The instance's current status does not allow the operation (suspend twice, say)."""
 
     code = "invalid_transition"
+    category = ErrorCategory.CONFLICT
 
     def __init__(self, instance_id: str, runtime_status: Any, operation: str) -> None:
         self.runtime_status = runtime_status
@@ -150,6 +178,7 @@ class NotInRun(SingletonError):
     """A run-only call (set_custom_status, say) was made outside a step of a run."""
 
     code = "not_in_run"
+    category = ErrorCategory.INTERNAL
 
     def __init__(self, what: str) -> None:
         super().__init__(f"{what} must be called from inside a step of an orchestration run.")
@@ -159,6 +188,7 @@ class WaitTimeout(InstanceError):
     """wait_for_completion gave up before the instance reached a terminal status."""
 
     code = "wait_timeout"
+    category = ErrorCategory.TIMEOUT
 
     def __init__(self, instance_id: str, status: Any) -> None:
         self.status = status
@@ -168,10 +198,26 @@ class WaitTimeout(InstanceError):
         )
 
 
+class RunReplaced(InstanceError):
+    """A wait for one run found another run holding the instance ID: that run ended."""
+
+    code = "run_replaced"
+    category = ErrorCategory.CONFLICT
+
+    def __init__(self, instance_id: str, run_id: str, status: Any) -> None:
+        self.run_id = run_id
+        self.status = status
+        super().__init__(
+            instance_id,
+            f"The run '{run_id}' of instance '{instance_id}' was replaced by another run.",
+        )
+
+
 class ServiceUnavailable(SingletonError):
     """Redis or the broker could not be reached; nothing was left claimed."""
 
     code = "service_unavailable"
+    category = ErrorCategory.UNAVAILABLE
 
     def __init__(self, message: str, *, instance_id: str | None = None) -> None:
         self.instance_id = instance_id

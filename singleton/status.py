@@ -6,7 +6,7 @@ import enum
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from .errors import InvalidEventName, InvalidInstanceId
@@ -63,6 +63,41 @@ class OrchestrationStatus:
     run_id: str
     history: list[StepHistory] | None = None
 
+    def to_json(self, *, show_history_output: bool = False) -> dict[str, Any]:
+        """Return the status JSON of Durable Functions' HTTP API (the CLI's ``--json`` too).
+
+        Times are ISO-8601 UTC to the second (``2026-11-26T05:18:49Z``). When the
+        history was read, ``historyEvents`` follows: the start, one entry per step and,
+        once finished, the end; each with its ``Result`` only with `show_history_output`.
+        """
+        body: dict[str, Any] = {
+            "name": self.name,
+            "instanceId": self.instance_id,
+            "runtimeStatus": self.runtime_status.value,
+            "input": self.input,
+            "customStatus": self.custom_status,
+            "output": self.output,
+            "createdTime": _iso(self.created_time),
+            "lastUpdatedTime": _iso(self.last_updated_time),
+        }
+        if self.history is not None:
+            body["historyEvents"] = self._history_events(show_history_output)
+        return body
+
+    def _history_events(self, show_output: bool) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = [{
+            "EventType": "ExecutionStarted", "FunctionName": self.name,
+            "Timestamp": _iso_ms(self.created_time),
+        }]
+        events += [step.to_json(show_output=show_output) for step in self.history or []]
+        if self.runtime_status.is_terminal:
+            end = {"EventType": "ExecutionCompleted", "OrchestrationStatus": self.runtime_status.value,
+                   "Timestamp": _iso_ms(self.last_updated_time)}
+            if show_output:
+                end["Result"] = self.output
+            events.append(end)
+        return events
+
 
 @dataclass(frozen=True)
 class StepHistory:
@@ -74,6 +109,22 @@ class StepHistory:
     ended: datetime
     outcome: str  # Completed, Failed or TimedOut (a wait that took its default)
     result: Any
+
+    def to_json(self, *, show_output: bool = False) -> dict[str, Any]:
+        """Return the step as a Durable Functions history event (``TaskCompleted``, ...)."""
+        event = {"EventType": f"Task{self.outcome}", "FunctionName": self.name, "TaskId": self.task_id,
+                 "ScheduledTime": _iso_ms(self.started), "Timestamp": _iso_ms(self.ended)}
+        if show_output:
+            event["Result"] = self.result
+        return event
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _iso_ms(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def new_instance_id() -> str:

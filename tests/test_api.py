@@ -7,22 +7,27 @@ live for a few seconds (Delay) and terminate them, so they pass with or without 
 
 from __future__ import annotations
 
+import ast
+import base64
 import json
 import logging
 import re
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pytest
 from celery import Celery
+from flask import Flask
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from api import ConfigError, create_app
+from api import ConfigError, create_app, init_app
 from api.openapi import DOCUMENT
-from tests.workers import wait_until
+from tests.probe import release
+from tests.workers import REPO, wait_until
 
 WEBHOOK = "/runtime/webhooks/durabletask"
 CHECK_STATUS_KEYS = [
@@ -107,11 +112,14 @@ class Checked:
     def delete(self, url: str, **kwargs: Any) -> Any:
         return self.open("DELETE", url, **kwargs)
 
+    def options(self, url: str, **kwargs: Any) -> Any:
+        return self.open("OPTIONS", url, **kwargs)
+
 
 # -- fixtures ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def flask_app(app: Celery) -> Any:
-    return create_app({"API_AUTH": "anonymous"})
+    return create_app({"API_AUTH": "anonymous"}, celery_app=app)
 
 
 @pytest.fixture
@@ -121,7 +129,7 @@ def http(flask_app: Any) -> Checked:
 
 @pytest.fixture
 def keyed(app: Celery) -> Checked:
-    return Checked(create_app({"API_KEYS": "key-one, k/2+ü"}))
+    return Checked(create_app({"API_KEYS": "key-one, k/2+ü"}, celery_app=app))
 
 
 @pytest.fixture
@@ -231,7 +239,7 @@ def test_start_with_a_body_that_is_not_json_answers_400(http, uid, data):
 
 
 def test_start_with_a_body_over_the_limit_answers_413(app, uid):
-    small = Checked(create_app({"API_AUTH": "anonymous", "MAX_CONTENT_LENGTH": "64"}))
+    small = Checked(create_app({"API_AUTH": "anonymous", "MAX_CONTENT_LENGTH": "64"}, celery_app=app))
     response = small.post(f"/api/orchestrators/HelloSequence/{uid}", json={"pad": "x" * 100})
     assert response.status_code == 413
     assert response.get_json()["code"] == "payload_too_large"
@@ -274,6 +282,64 @@ def test_start_with_timeout_answers_202_while_the_run_is_still_live(http, uid):
     assert response.get_json()["id"] == uid
 
 
+def _start_in_background(flask_app: Any, url: str, body: Any) -> tuple[threading.Thread, list[Any]]:
+    """POST `url` from another thread (a start that waits); the response lands in the list."""
+    answers: list[Any] = []
+    thread = threading.Thread(target=lambda: answers.append(Checked(flask_app).post(url, json=body)),
+                              daemon=True)
+    thread.start()
+    return thread, answers
+
+
+def _joined(thread: threading.Thread, answers: list[Any]) -> Any:
+    thread.join(timeout=30)
+    assert not thread.is_alive() and len(answers) == 1, "the waiting start did not answer"
+    return answers[0]
+
+
+@pytest.mark.usefixtures("worker")
+@pytest.mark.parametrize(("query", "code"), [("", 200), ("&returnInternalServerErrorOnFailure=true", 500)])
+def test_start_with_timeout_answers_with_the_status_when_the_run_failed_in_time(http, uid, query, code):
+    response = http.post(f"/api/orchestrators/AlwaysFails/{uid}?timeout=15&pollingInterval=0.1{query}",
+                         json="x")
+    assert response.status_code == code
+    body = response.get_json()
+    assert (body["instanceId"], body["runtimeStatus"], body["output"]) == (uid, "Failed", "ValueError: boom")
+
+
+def test_start_with_timeout_answers_200_with_the_status_when_the_run_is_terminated_in_time(
+    flask_app, http, client, redis_client, uid
+):
+    url = f"/api/orchestrators/Held/{uid}?timeout=15&pollingInterval=0.05"
+    thread, answers = _start_in_background(flask_app, url, {"key": uid})
+    wait_until(lambda: client.get_status(uid) is not None, 10, "the start to claim the ID")
+    http.post(f"{WEBHOOK}/instances/{uid}/terminate?reason=stop")
+    response = _joined(thread, answers)
+    release(redis_client, uid)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert (body["instanceId"], body["runtimeStatus"], body["output"]) == (uid, "Terminated", "stop")
+
+
+@pytest.mark.usefixtures("worker")
+def test_start_with_timeout_never_answers_with_the_output_of_a_later_run_of_the_id(
+    flask_app, http, client, redis_client, uid
+):
+    url = f"/api/orchestrators/Held/{uid}?timeout=15&pollingInterval=0.05"
+    thread, answers = _start_in_background(flask_app, url, {"key": uid})
+    first = wait_until(lambda: client.get_status(uid), 10, "the first start to claim the ID")
+    # A second start replaces the first run in one step and completes within the wait.
+    replaced = http.post(f"/api/orchestrators/Delay/{uid}?ifLive=terminate_existing",
+                         json={"seconds": 0, "value": "second run"})
+    assert replaced.status_code == 202
+    second = wait_until(lambda: (s := client.get_status(uid)).runtime_status.is_terminal and s, 20,
+                        "the second run to complete")
+    response = _joined(thread, answers)
+    release(redis_client, uid)
+    assert (second.output, second.run_id != first.run_id) == ("second run", True)
+    assert response.status_code == 202 and response.get_json()["id"] == uid
+
+
 @pytest.mark.parametrize("query", ["timeout=soon", "timeout=-1", "pollingInterval=nan&timeout=1"])
 def test_start_with_a_bad_timeout_answers_400_and_claims_nothing(http, uid, query):
     response = http.post(f"/api/orchestrators/HelloSequence/{uid}?{query}")
@@ -293,6 +359,20 @@ def test_status_of_a_live_instance_answers_202_with_location_and_retry_after(htt
                           "createdTime", "lastUpdatedTime"]
     assert body["name"] == "Delay" and body["instanceId"] == live and body["input"] == LIVE
     assert ISO_UTC.match(body["createdTime"]) and ISO_UTC.match(body["lastUpdatedTime"])
+
+
+@pytest.mark.parametrize("instance_id", ["pct%20id", "100%", "with space", "ü:+&="])
+def test_the_status_location_names_the_instance_quoted_once(http, uid, instance_id):
+    instance_id = f"{uid}-{instance_id}"
+    encoded = quote(instance_id, safe="")
+    http.post(f"/api/orchestrators/Delay/{encoded}", json=LIVE)
+    response = status_of(http, instance_id, "?showInput=false")
+    http.post(f"{WEBHOOK}/instances/{encoded}/terminate")
+    assert response.status_code == 202
+    location = response.headers["Location"]
+    assert location == f"http://localhost{WEBHOOK}/instances/{encoded}?showInput=false"
+    followed = http.get(urlsplit(location).path)
+    assert followed.get_json()["instanceId"] == instance_id
 
 
 @pytest.mark.usefixtures("worker")
@@ -436,6 +516,26 @@ def test_list_with_a_bad_query_parameter_answers_400(http, query):
     assert response.get_json()["code"] == "invalid_query_parameter"
 
 
+def _token(value: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
+
+
+@pytest.mark.parametrize("token", [_token([True, "x"]), _token([False, "x"]), _token([2**80, "x"]),
+                                   base64.urlsafe_b64encode(b"[" * 50_000 + b"]" * 50_000).decode()])
+def test_list_with_a_malformed_continuation_token_answers_400(http, token):
+    response = listing(http, "", token=token)
+    assert (response.status_code, response.get_json()["code"]) == (400, "invalid_continuation_token")
+
+
+@pytest.mark.parametrize("bound", ["createdTimeFrom=0001-01-01T00:00:00%2B05:00",
+                                   "createdTimeTo=9999-12-31T23:59:59-05:00"])
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_a_time_an_offset_carries_out_of_range_answers_400_on_list_and_purge(http, method, bound):
+    query = bound if bound.startswith("createdTimeFrom") else f"createdTimeFrom=2026-01-01T00:00:00Z&{bound}"
+    response = http.open(method, f"{WEBHOOK}/instances?{query}")
+    assert (response.status_code, response.get_json()["code"]) == (400, "invalid_query_parameter")
+
+
 def test_list_with_a_continuation_token_we_did_not_issue_answers_400(http):
     response = listing(http, "", token="not-a-token")
     assert response.status_code == 400
@@ -460,7 +560,7 @@ def test_terminate_of_an_unknown_instance_answers_404_and_of_a_finished_one_410(
 
 
 def test_purge_deletes_a_finished_instance_then_answers_404(http, live):
-    assert http.delete(f"{WEBHOOK}/instances/{live}").status_code == 409  # still live
+    assert http.delete(f"{WEBHOOK}/instances/{live}").status_code == 412  # still live
     http.post(f"{WEBHOOK}/instances/{live}/terminate")
     response = http.delete(f"{WEBHOOK}/instances/{live}")
     assert (response.status_code, response.get_json()) == (200, {"instancesDeleted": 1})
@@ -517,16 +617,17 @@ def test_raise_event_with_a_body_that_is_not_json_answers_400(http, live):
     assert (response.status_code, response.get_json()["code"]) == (400, "invalid_json")
 
 
-def test_suspend_and_resume_answer_202_and_repeat_calls_409(http, live):
+def test_suspend_and_resume_answer_202_and_repeat_calls_202_as_in_durable_functions(http, live):
     assert http.post(instance_path(live, "suspend?reason=maintenance")).status_code == 202
     assert status_of(http, live).get_json()["runtimeStatus"] == "Suspended"
     again = http.post(instance_path(live, "suspend"))
-    assert (again.status_code, again.get_json()["code"]) == (409, "invalid_transition")
-    assert again.get_json()["runtimeStatus"] == "Suspended"
+    assert (again.status_code, again.get_data()) == (202, b"")
+    assert status_of(http, live).get_json()["runtimeStatus"] == "Suspended"
     assert http.post(instance_path(live, "resume?reason=done")).status_code == 202
     assert status_of(http, live).get_json()["runtimeStatus"] != "Suspended"
     resumed_twice = http.post(instance_path(live, "resume"))
-    assert (resumed_twice.status_code, resumed_twice.get_json()["code"]) == (409, "invalid_transition")
+    assert (resumed_twice.status_code, resumed_twice.get_data()) == (202, b"")
+    assert status_of(http, live).get_json()["runtimeStatus"] in ("Pending", "Running")
 
 
 @pytest.mark.parametrize("operation", ["suspend", "resume"])
@@ -595,6 +696,56 @@ def test_an_idempotency_key_without_an_instance_id_finds_the_same_instance(http,
     http.post(instance_path(first, "terminate"))
 
 
+# -- OPTIONS and CORS ----------------------------------------------------------
+@pytest.mark.parametrize(("path", "allowed"), [
+    ("/api/orchestrators/HelloSequence/x", "OPTIONS, POST"),
+    (f"{WEBHOOK}/instances/x", "DELETE, GET, HEAD, OPTIONS"),
+    (f"{WEBHOOK}/instances", "DELETE, GET, HEAD, OPTIONS"),
+    (f"{WEBHOOK}/instances/x/raiseEvent/Approval", "OPTIONS, POST"),
+])
+def test_options_answers_204_with_the_allowed_methods_and_needs_no_key(keyed, path, allowed):
+    response = keyed.options(path, headers={"Origin": "https://app.example",
+                                            "Access-Control-Request-Method": "POST"})
+    assert (response.status_code, response.get_data()) == (204, b"")
+    assert response.headers["Allow"] == allowed
+    assert "Content-Type" not in response.headers
+    assert [h for h, _ in response.headers if h.lower().startswith("access-control-")] == []
+
+
+@pytest.fixture
+def cors(app: Celery) -> Checked:
+    return Checked(create_app({"API_KEYS": "key-one", "CORS_ORIGINS": "https://app.example"},
+                              celery_app=app))
+
+
+def test_a_preflight_from_an_allowed_origin_gets_the_cors_headers(cors, uid):
+    response = cors.options(f"/api/orchestrators/HelloSequence/{uid}",
+                            headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+                                     "Access-Control-Request-Headers": "x-functions-key, content-type"})
+    assert response.status_code == 204
+    assert response.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert response.headers["Access-Control-Allow-Methods"] == "OPTIONS, POST"
+    assert "x-functions-key" in response.headers["Access-Control-Allow-Headers"]
+    assert "Access-Control-Allow-Credentials" not in response.headers
+    assert "Origin" in response.headers["Vary"]
+
+
+def test_responses_to_an_allowed_origin_expose_the_polling_headers_and_others_get_none(cors, uid):
+    allowed = cors.get(f"{WEBHOOK}/instances/{uid}", headers={"Origin": "https://app.example",
+                                                              "x-functions-key": "key-one"})
+    assert allowed.status_code == 404
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert "Location" in allowed.headers["Access-Control-Expose-Headers"]
+    other = cors.options(f"{WEBHOOK}/instances/{uid}", headers={"Origin": "https://evil.example"})
+    assert other.status_code == 204 and "Access-Control-Allow-Origin" not in other.headers
+
+
+@pytest.mark.parametrize("origins", ["app.example", "https://app.example/path", "https://a.example,ftp://b"])
+def test_a_cors_origin_that_is_not_an_origin_is_refused_at_start_up(app, origins):
+    with pytest.raises(ConfigError, match="CORS_ORIGINS"):
+        create_app({"API_AUTH": "anonymous", "CORS_ORIGINS": origins}, celery_app=app)
+
+
 # -- generic errors ------------------------------------------------------------
 @pytest.mark.parametrize("path", ["/nope", "/api/orchestrators", "/api//orchestrators/Delay/x", "/static/x"])
 def test_an_unknown_route_answers_404_json(http, path):
@@ -631,14 +782,35 @@ def test_an_unexpected_error_answers_a_generic_500_and_logs_the_traceback(http, 
 # -- keys and configuration ----------------------------------------------------
 def test_the_app_refuses_to_start_without_keys_unless_anonymous_is_explicit(app):
     with pytest.raises(ConfigError, match="API_AUTH=anonymous"):
-        create_app({})
+        create_app({}, celery_app=app)
     with pytest.raises(ConfigError, match="contradict"):
-        create_app({"API_KEYS": "k", "API_AUTH": "anonymous"})
+        create_app({"API_KEYS": "k", "API_AUTH": "anonymous"}, celery_app=app)
+
+
+def test_the_app_refuses_to_start_without_the_celery_app_it_manages():
+    with pytest.raises(ConfigError, match="celery_app"):
+        create_app({"API_AUTH": "anonymous"})
+
+
+def test_the_api_imports_at_module_level_only_and_never_the_project():
+    for path in sorted((REPO / "api").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                inner = [n for n in ast.walk(node) if isinstance(n, ast.Import | ast.ImportFrom)]
+                assert inner == [], f"api/{path.name}: an import inside {node.name}()"
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                modules = [node.module or ""]
+            else:
+                continue
+            assert [m for m in modules if m.split(".")[0] == "proj"] == [], f"api/{path.name} imports proj"
 
 
 def test_anonymous_access_logs_a_warning_at_start_up(app, caplog):
     with caplog.at_level(logging.WARNING, logger="api"):
-        create_app({"API_AUTH": "Anonymous"})
+        create_app({"API_AUTH": "Anonymous"}, celery_app=app)
     assert any(r.levelno == logging.WARNING and "anonymous" in r.message for r in caplog.records)
 
 
@@ -648,13 +820,13 @@ def test_anonymous_access_logs_a_warning_at_start_up(app, caplog):
 )
 def test_invalid_configuration_is_refused_at_start_up(app, config):
     with pytest.raises(ConfigError):
-        create_app(config)
+        create_app(config, celery_app=app)
 
 
 def test_configuration_comes_from_the_environment_when_no_mapping_is_given(app, monkeypatch):
     monkeypatch.setenv("API_KEYS", "from-env")
     monkeypatch.delenv("API_AUTH", raising=False)
-    env_app = Checked(create_app())
+    env_app = Checked(create_app(celery_app=app))
     assert env_app.get("/api/openapi.json").status_code == 401
     assert env_app.get("/api/openapi.json?code=from-env").status_code == 200
 
@@ -675,10 +847,10 @@ def test_a_key_is_accepted_in_the_query_or_the_header_and_any_configured_key_wor
     assert keyed.get(f"{WEBHOOK}/instances/{uid}?code={quote('k/2+ü')}").status_code == 404
 
 
-def test_check_status_urls_carry_the_callers_key(keyed, uid):
-    response = keyed.post(f"/api/orchestrators/Delay/{uid}", json=LIVE, headers={"x-functions-key": "k/2+ü"})
-    body = response.get_json()
+def test_check_status_urls_carry_the_callers_key_when_it_came_as_code(keyed, uid):
     code = quote("k/2+ü", safe="")
+    response = keyed.post(f"/api/orchestrators/Delay/{uid}?code={code}", json=LIVE)
+    body = response.get_json()
     assert body["statusQueryGetUri"].endswith(f"/instances/{uid}?code={code}")
     assert body["terminatePostUri"].endswith(f"/terminate?reason={{text}}&code={code}")
     assert response.headers["Location"] == body["statusQueryGetUri"]
@@ -688,22 +860,83 @@ def test_check_status_urls_carry_the_callers_key(keyed, uid):
     assert conflict.get_json()["statusQueryGetUri"].endswith(f"/instances/{uid}?code=key-one")
 
 
-def test_keys_never_reach_the_log(keyed, uid, caplog):
+def test_a_key_sent_as_the_header_is_never_copied_into_urls(keyed, uid):
+    header = {"x-functions-key": "k/2+ü"}
+    response = keyed.post(f"/api/orchestrators/Delay/{uid}", json=LIVE, headers=header)
+    status = keyed.get(f"{WEBHOOK}/instances/{uid}?showInput=false", headers=header)
+    conflict = keyed.post(f"/api/orchestrators/Delay/{uid}", json=LIVE, headers=header)
+    keyed.post(f"{WEBHOOK}/instances/{uid}/terminate", headers=header)
+    urls = [*response.get_json().values(), response.headers["Location"], status.headers["Location"],
+            conflict.get_json()["statusQueryGetUri"]]
+    assert response.status_code == 202 and status.status_code == 202 and conflict.status_code == 409
+    assert [u for u in urls if "code=" in u] == []
+    assert status.headers["Location"].endswith(f"/instances/{uid}?showInput=false")
+
+
+def test_the_header_key_takes_precedence_over_a_stale_code(keyed, uid):
+    stale = keyed.get(f"{WEBHOOK}/instances/{uid}?code=expired", headers={"x-functions-key": "key-one"})
+    assert (stale.status_code, stale.get_json()["code"]) == (404, "instance_not_found")
+    wrong_header = keyed.get(f"{WEBHOOK}/instances/{uid}?code=key-one", headers={"x-functions-key": "old"})
+    assert wrong_header.status_code == 401
+
+
+def test_keys_never_reach_the_log(app, keyed, uid, caplog):
     with caplog.at_level(logging.DEBUG):
         keyed.get(f"{WEBHOOK}/instances/{uid}?code=key-one")
         keyed.get(f"{WEBHOOK}/instances/{uid}?code=guess-1")
-        create_app({"API_KEYS": "key-one"})
+        create_app({"API_KEYS": "key-one"}, celery_app=app)
     assert "key-one" not in caplog.text and "guess-1" not in caplog.text
 
 
 def test_forwarded_headers_are_honoured_only_when_configured(app, uid):
     forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "public.example"}
-    trusting = Checked(create_app({"API_AUTH": "anonymous", "TRUST_PROXY_HEADERS": "1"}))
-    plain = Checked(create_app({"API_AUTH": "anonymous"}))
+    trusting = Checked(create_app({"API_AUTH": "anonymous", "TRUST_PROXY_HEADERS": "1"},
+                                  celery_app=app))
+    plain = Checked(create_app({"API_AUTH": "anonymous"}, celery_app=app))
     behind = trusting.post(f"/api/orchestrators/HelloSequence/{uid}-a", headers=forwarded)
     direct = plain.post(f"/api/orchestrators/HelloSequence/{uid}-b", headers=forwarded)
     assert behind.headers["Location"].startswith("https://public.example/")
     assert direct.headers["Location"].startswith("http://localhost/")
+
+
+# -- inside an existing Flask application ----------------------------------------
+@pytest.fixture
+def users_app(app: Celery) -> Flask:
+    """A user's own Flask app, with its own route, that the API is added to."""
+    own = Flask("users_app")
+
+    @own.get("/hello")
+    def hello() -> str:
+        return "hello from the user's own route"
+
+    init_app(own, app, {"API_KEYS": "user-key"})
+    return own
+
+
+@pytest.mark.usefixtures("worker")
+def test_init_app_serves_the_api_beside_the_apps_own_routes(users_app, uid):
+    plain = users_app.test_client()
+    own = plain.get("/hello")
+    assert (own.status_code, own.get_data(as_text=True)) == (200, "hello from the user's own route")
+    assert plain.get("/no/such/page").mimetype == "text/html"  # the app's own error pages
+
+    api = Checked(users_app)
+    key = {"x-functions-key": "user-key"}
+    started = api.post(f"/api/orchestrators/HelloSequence/{uid}", headers=key)
+    assert (started.status_code, list(started.get_json())) == (202, CHECK_STATUS_KEYS)
+    done = wait_until(lambda: (r := api.get(f"{WEBHOOK}/instances/{uid}", headers=key)).status_code == 200
+                      and r, 30, "the run to complete")
+    assert done.get_json()["output"] == ["Hello Tokyo!", "Hello Seattle!", "Hello London!"]
+    waited = api.post(f"/api/orchestrators/Delay/{uid}-2?timeout=15", json={"seconds": 0, "value": 7},
+                      headers=key)
+    assert (waited.status_code, waited.get_json()) == (200, 7)
+
+
+def test_init_app_guards_only_the_apis_routes_with_its_keys(users_app, uid):
+    plain = users_app.test_client()
+    assert plain.get("/hello").status_code == 200
+    refused = Checked(users_app).get(f"{WEBHOOK}/instances/{uid}")
+    assert (refused.status_code, refused.get_json()["code"]) == (401, "unauthorized")
 
 
 # -- the OpenAPI document --------------------------------------------------------
@@ -717,9 +950,7 @@ def test_the_openapi_document_describes_exactly_the_routes_of_the_app(http, flas
     assert response.status_code == 200 and response.get_json()["openapi"].startswith("3.1")
     routes: dict[str, set[str]] = {}
     for rule in flask_app.url_map.iter_rules():
-        routes.setdefault(_rule_template(rule.rule), set()).update(
-            m.lower() for m in rule.methods - {"HEAD", "OPTIONS"}
-        )
+        routes.setdefault(_rule_template(rule.rule), set()).update(m.lower() for m in rule.methods - {"HEAD"})
     documented = {path: set(item) for path, item in DOCUMENT["paths"].items()}
     assert routes == documented
 

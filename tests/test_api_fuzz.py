@@ -19,13 +19,16 @@ from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
 from api import create_app
+from proj import app as celery_app
 
 pytestmark = pytest.mark.timeout(600)
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "30"))
 CONTINUATION = "x-ms-continuation-token"
 
-schema = schemathesis.openapi.from_wsgi("/api/openapi.json", create_app({"API_AUTH": "anonymous"}))
+schema = schemathesis.openapi.from_wsgi(
+    "/api/openapi.json", create_app({"API_AUTH": "anonymous"}, celery_app=celery_app)
+)
 
 
 @schema.parametrize()

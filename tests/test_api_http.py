@@ -17,7 +17,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 
@@ -25,6 +25,7 @@ from proj.redis_server import free_port
 from tests.test_api import assert_documented
 from tests.workers import REPO, wait_until
 
+WEBHOOK = "/runtime/webhooks/durabletask"
 THREADS = 30
 REQUESTS_PER_THREAD = 10
 RUN_SECONDS = 8  # the Delay run that the burst of starts races against
@@ -32,7 +33,7 @@ HTTP_TIMEOUT = 30.0
 
 
 class Gunicorn:
-    """``gunicorn 'api:create_app()'`` as a subprocess in its own process group."""
+    """``gunicorn proj.web:app`` as a subprocess in its own process group."""
 
     def __init__(self, log: Path, *, workers: int = 4, env: dict[str, str] | None = None) -> None:
         self.log = log
@@ -45,7 +46,7 @@ class Gunicorn:
     def start(self, timeout: float = 60.0) -> Gunicorn:
         """Start gunicorn and wait until it answers."""
         args = [sys.executable, "-m", "gunicorn", "-w", str(self.workers), "-b", f"127.0.0.1:{self.port}",
-                "--log-level", "warning", "api:create_app()"]
+                "--log-level", "warning", "proj.web:app"]
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 args, cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -152,6 +153,24 @@ def test_300_concurrent_starts_of_one_id_make_one_202_and_299_409s_and_one_run(s
 
     again = checked("POST", server.port, path, {"seconds": 0, "value": 0})
     assert again[0] == 202 and again[2]["id"] == instance_id
+
+
+@pytest.mark.parametrize("suffix", ["pct%20id", "100%", "two words"])
+def test_the_status_location_names_the_instance_quoted_once_over_http(server, suffix):
+    instance_id = f"loc-{uuid.uuid4().hex[:8]}-{suffix}"
+    encoded = quote(instance_id, safe="")
+    # Live until terminated: the run waits for an approval event that never comes.
+    assert checked("POST", server.port, f"/api/orchestrators/ApprovalWorkflow/{encoded}")[0] == 202
+    try:
+        status, headers, _ = checked("GET", server.port, f"{WEBHOOK}/instances/{encoded}?showInput=false")
+        assert status == 202
+        expected = f"http://127.0.0.1:{server.port}{WEBHOOK}/instances/{encoded}?showInput=false"
+        assert headers["Location"] == expected
+        followed = urlsplit(headers["Location"])
+        again = checked("GET", server.port, f"{followed.path}?{followed.query}")
+        assert again[2]["instanceId"] == instance_id
+    finally:
+        request("POST", server.port, f"{WEBHOOK}/instances/{encoded}/terminate")
 
 
 @pytest.fixture

@@ -6,8 +6,26 @@ import json
 import subprocess
 import sys
 
-from singleton.cli import EXIT_BAD_INPUT, EXIT_CONFLICT, EXIT_NOT_FOUND
+import pytest
+
+from api import create_app
+from api.errors import HTTP_STATUS
+from singleton.cli import (
+    EXIT_BAD_INPUT,
+    EXIT_CODES,
+    EXIT_CONFLICT,
+    EXIT_FAILED,
+    EXIT_NOT_FOUND,
+    EXIT_UNAVAILABLE,
+)
+from singleton.errors import ErrorCategory
 from tests.workers import REPO
+
+WEBHOOK = "/runtime/webhooks/durabletask"
+# What an HTTP status means, as an exit code: the two surfaces read one category.
+SAME_MEANING = {400: EXIT_BAD_INPUT, 404: EXIT_NOT_FOUND, 409: EXIT_CONFLICT, 410: EXIT_CONFLICT,
+                412: EXIT_CONFLICT,
+                503: EXIT_UNAVAILABLE, 500: EXIT_FAILED, 504: EXIT_FAILED}
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -65,7 +83,6 @@ def test_list_filters_by_status_and_prefix(client, worker, uid):
 
 
 def test_bad_input_is_refused_with_one_line(uid):
-    assert_refused(cli("start", "NoSuchOrchestrator", uid), EXIT_BAD_INPUT, "does not exist")
     assert_refused(cli("start", "Delay", uid, "--input", "{not json"), EXIT_BAD_INPUT, "not JSON")
     assert_refused(cli("start", "Delay", uid, "--input", '{"seconds": -1}'), EXIT_BAD_INPUT, "between")
     assert_refused(cli("status", "@bad"), EXIT_BAD_INPUT, "Invalid instance ID")
@@ -82,3 +99,39 @@ def test_suspend_resume_and_raise_event(client, worker, uid):
     assert cli_json("raise-event", uid, "Done", "--data", '"Paris"') == {"instanceId": uid, "event": "Done"}
     assert client.wait_for_completion(uid, timeout=30).output == "Paris"
     assert_refused(cli("raise-event", f"{uid}-unknown", "Done"), EXIT_NOT_FOUND, "No instance")
+
+
+def test_an_unknown_orchestrator_is_not_found_as_in_the_http_api(uid):
+    assert_refused(cli("start", "NoSuchOrchestrator", uid), EXIT_NOT_FOUND, "does not exist")
+
+
+@pytest.mark.parametrize("category", list(ErrorCategory))
+def test_every_error_category_has_an_exit_code_meaning_its_http_status(category):
+    assert EXIT_CODES[category] == SAME_MEANING[HTTP_STATUS[category]]
+
+
+def test_status_json_is_the_http_apis_status_json(app, client, worker, uid):
+    client.start_new("HelloSequence", uid, input={"who": "cli"})
+    client.wait_for_completion(uid, timeout=30)
+    http = create_app({"API_AUTH": "anonymous"}, celery_app=app).test_client()
+    over_http = http.get(f"{WEBHOOK}/instances/{uid}").get_json()
+    assert cli_json("status", uid) == over_http
+    assert over_http["createdTime"].endswith("Z") and over_http["input"] == {"who": "cli"}
+
+
+def test_list_json_shows_each_records_input_and_times_as_the_http_api_does(app, client, worker, uid):
+    client.start_new("HelloSequence", f"{uid}-a", input={"n": 1})
+    client.wait_for_completion(f"{uid}-a", timeout=30)
+    listed = cli_json("list", "--prefix", uid)
+    http = create_app({"API_AUTH": "anonymous"}, celery_app=app).test_client()
+    over_http = http.get(f"{WEBHOOK}/instances?instanceIdPrefix={uid}").get_json()
+    assert listed == over_http
+    assert listed[0]["input"] == {"n": 1} and listed[0]["createdTime"].endswith("Z")
+
+
+def test_list_reads_the_status_filter_in_any_case_as_the_http_api_does(client, worker, uid):
+    client.start_new("HelloSequence", uid)
+    client.wait_for_completion(uid, timeout=30)
+    for spelling in ("completed", "COMPLETED", "Completed"):
+        assert [s["instanceId"] for s in cli_json("list", "--prefix", uid, "--status", spelling)] == [uid]
+    assert cli_json("list", "--prefix", uid, "--status", "running") == []

@@ -21,7 +21,9 @@ from singleton import (
     InvalidInstanceId,
     OrchestrationClient,
     OrchestratorNotFound,
+    RuntimeStatus,
 )
+from singleton.errors import RunReplaced
 from singleton.runtime import runtime
 from singleton.store import SHARDS
 
@@ -232,6 +234,9 @@ def _b64(raw: bytes) -> str:
         _b64(json.dumps([1.5, "x"]).encode()),
         _b64(json.dumps([1, 2, 3]).encode()),
         _b64(json.dumps([1]).encode()),
+        _b64(json.dumps([True, "x"]).encode()),
+        _b64(json.dumps([2**80, "x"]).encode()),
+        _b64(b"[" * 50_000 + b"]" * 50_000),
     ],
 )
 def test_get_status_by_with_a_garbage_continuation_token_raises_invalid_continuation_token(
@@ -242,3 +247,21 @@ def test_get_status_by_with_a_garbage_continuation_token_raises_invalid_continua
 
     assert caught.value.token == token
     assert caught.value.code == "invalid_continuation_token"
+
+
+def test_wait_for_completion_of_one_run_refuses_to_answer_for_another_run_of_the_id(
+    app: Any, client: OrchestrationClient, uid: str
+) -> None:
+    store = runtime(app).store
+    # A record, nothing published.
+    assert store.claim(uid, name="Probe", run_id="run-one", input_json="null").claimed
+    try:
+        with pytest.raises(RunReplaced) as caught:
+            client.wait_for_completion(uid, timeout=5, run_id="an-earlier-run")
+        assert (caught.value.run_id, caught.value.status.run_id) == ("an-earlier-run", "run-one")
+        store.end_run(uid, run_id="run-one", status=RuntimeStatus.COMPLETED, output_json=json.dumps("done"))
+        done = client.wait_for_completion(uid, timeout=5, run_id="run-one")
+        assert (done.runtime_status, done.output) == (RuntimeStatus.COMPLETED, "done")
+    finally:
+        store.terminate(uid, reason_json="null")
+        store.purge(uid)

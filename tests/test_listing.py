@@ -133,6 +133,17 @@ def test_paging_with_an_id_prefix_lists_every_record_exactly_once_newest_first(
     assert all(len(page) <= PAGE for page in pages)
 
 
+def test_iter_status_by_follows_the_tokens_to_every_match_newest_first(
+    client: OrchestrationClient, records: Records
+) -> None:
+    matching = client.iter_status_by(instance_id_prefix=records.prefix, page_size=2,
+                                     runtime_status=[RuntimeStatus.FAILED, RuntimeStatus.PENDING])
+
+    expected = [i for i in records.newest_first
+                if i in records.with_status(RuntimeStatus.FAILED, RuntimeStatus.PENDING)]
+    assert [s.instance_id for s in matching] == expected
+
+
 def test_listed_statuses_carry_the_records_fields(client: OrchestrationClient, records: Records) -> None:
     pages = list_pages(client, instance_id_prefix=records.prefix)
     listed = {s.instance_id: s for page in pages for s in page}

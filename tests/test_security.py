@@ -43,7 +43,7 @@ def test_keys_are_compared_in_constant_time_against_every_key(app, monkeypatch):
         return real(a, b)
 
     monkeypatch.setattr(api.auth.hmac, "compare_digest", spy)
-    http = create_app({"API_KEYS": f"first,{SECRET}"}).test_client()
+    http = create_app({"API_KEYS": f"first,{SECRET}"}, celery_app=app).test_client()
     assert http.get("/api/openapi.json", headers={"x-functions-key": SECRET}).status_code == 200
     # Every configured key is compared, even after the match was the first one.
     assert [b for _, b in compared] == [b"first", SECRET.encode()]
@@ -55,13 +55,13 @@ def test_keys_are_compared_in_constant_time_against_every_key(app, monkeypatch):
 def test_keys_never_reach_the_log(app, caplog, uid):
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="singleton")
-    http = create_app({"API_KEYS": SECRET}).test_client()
+    http = create_app({"API_KEYS": SECRET}, celery_app=app).test_client()
     wrong = "wrong-" + SECRET
     assert http.get(f"/runtime/webhooks/durabletask/instances/{uid}?code={wrong}").status_code == 401
     assert http.post(f"/api/orchestrators/Nope/{uid}?code={SECRET}").status_code == 404
-    body = http.post(f"/api/orchestrators/Delay/{uid}", headers={"x-functions-key": SECRET},
+    body = http.post(f"/api/orchestrators/Delay/{uid}?code={SECRET}",
                      json={"seconds": 5, "value": 1}).get_json()
-    assert SECRET in body["statusQueryGetUri"]  # the caller gets its own key back...
+    assert SECRET in body["statusQueryGetUri"]  # the caller gets its own code= key back...
     for operation in ("suspend", "resume"):  # these log their reason at INFO
         path = f"/runtime/webhooks/durabletask/instances/{uid}/{operation}?reason=why&code={SECRET}"
         assert http.post(path).status_code == 202

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from singleton import InvalidInstanceId, RuntimeStatus, new_instance_id, validate_instance_id
+from singleton import (
+    InvalidInstanceId,
+    OrchestrationStatus,
+    RuntimeStatus,
+    StepHistory,
+    new_instance_id,
+    validate_instance_id,
+)
 from singleton.errors import SingletonError
 
 LENGTH_RULE = "it must be 1 to 256 characters long"
@@ -127,3 +135,43 @@ def test_runtime_status_values_are_the_durable_functions_names() -> None:
         "Pending", "Running", "Suspended", "ContinuedAsNew", "Completed", "Failed", "Terminated"
     ]
     assert RuntimeStatus("Running") is RuntimeStatus.RUNNING
+
+
+# -- the status JSON -------------------------------------------------------------
+CREATED = datetime(2026, 11, 26, 5, 18, 49, 123456, tzinfo=UTC)
+# The same moment as UTC+02:00: the JSON always says it in UTC.
+UPDATED = datetime(2026, 11, 26, 7, 18, 54, 987654, tzinfo=timezone(timedelta(hours=2)))
+
+
+def _status(history: list[StepHistory] | None = None) -> OrchestrationStatus:
+    return OrchestrationStatus(
+        name="HelloSequence", instance_id="job-1", runtime_status=RuntimeStatus.COMPLETED,
+        input={"city": "Tokyo"}, output=["Hello Tokyo!"], custom_status=None,
+        created_time=CREATED, last_updated_time=UPDATED, run_id="run-1", history=history,
+    )
+
+
+def test_the_status_json_has_the_contracts_fields_in_order_and_utc_times_to_the_second() -> None:
+    assert list(_status().to_json().items()) == [
+        ("name", "HelloSequence"),
+        ("instanceId", "job-1"),
+        ("runtimeStatus", "Completed"),
+        ("input", {"city": "Tokyo"}),
+        ("customStatus", None),
+        ("output", ["Hello Tokyo!"]),
+        ("createdTime", "2026-11-26T05:18:49Z"),
+        ("lastUpdatedTime", "2026-11-26T05:18:54Z"),
+    ]
+
+
+def test_the_status_json_lists_history_events_only_when_the_history_was_read() -> None:
+    step = StepHistory(task_id="t-1", name="proj.tasks.say_hello", started=CREATED, ended=UPDATED,
+                       outcome="Completed", result=["Hello Tokyo!"])
+    events = _status([step]).to_json()["historyEvents"]
+    assert [e["EventType"] for e in events] == ["ExecutionStarted", "TaskCompleted", "ExecutionCompleted"]
+    assert events[1] == {"EventType": "TaskCompleted", "FunctionName": "proj.tasks.say_hello",
+                         "TaskId": "t-1", "ScheduledTime": "2026-11-26T05:18:49.123Z",
+                         "Timestamp": "2026-11-26T05:18:54.987Z"}
+    with_output = _status([step]).to_json(show_history_output=True)["historyEvents"]
+    assert with_output[1]["Result"] == ["Hello Tokyo!"] and with_output[2]["Result"] == ["Hello Tokyo!"]
+    assert "historyEvents" not in _status().to_json()
