@@ -9,8 +9,6 @@ import http.client
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
 import threading
 import uuid
@@ -21,9 +19,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from devtools.processes import ManagedProcess
 from proj.redis_server import free_port
 from tests.test_api import assert_documented
-from tests.workers import REPO, wait_until
+from tests.workers import wait_until
 
 THREADS = 30
 REQUESTS_PER_THREAD = 10
@@ -31,27 +30,22 @@ RUN_SECONDS = 8  # the Delay run that the burst of starts races against
 HTTP_TIMEOUT = 30.0
 
 
-class Gunicorn:
-    """``gunicorn 'api:create_app()'`` as a subprocess in its own process group."""
+class Gunicorn(ManagedProcess):
+    """``gunicorn 'api:create_app()'`` in its own process group, ready once it answers."""
 
     def __init__(self, log: Path, *, workers: int = 4, env: dict[str, str] | None = None) -> None:
-        self.log = log
         self.port = free_port()
         self.workers = workers
-        self.env = {**os.environ, "API_AUTH": "anonymous", **(env or {})}
-        self.env.pop("API_KEYS", None)
-        self.process: subprocess.Popen | None = None
+        environment = {**os.environ, "API_AUTH": "anonymous", **(env or {})}
+        environment.pop("API_KEYS", None)
+        args = [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{self.port}",
+                "--log-level", "warning", "api:create_app()"]
+        super().__init__(args, log=log, env=environment, name="gunicorn")
 
     def start(self, timeout: float = 60.0) -> Gunicorn:
         """Start gunicorn and wait until it answers."""
-        args = [sys.executable, "-m", "gunicorn", "-w", str(self.workers), "-b", f"127.0.0.1:{self.port}",
-                "--log-level", "warning", "api:create_app()"]
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                args, cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        wait_until(lambda: self._answers() or self.process.poll() is not None, timeout, "gunicorn to answer")
-        assert self.process.poll() is None, f"gunicorn exited early; see {self.log}"
+        super().start()
+        self.wait_ready(self._answers, timeout=timeout, what="gunicorn to answer")
         return self
 
     def _answers(self) -> bool:
@@ -59,17 +53,6 @@ class Gunicorn:
             return request("GET", self.port, "/api/openapi.json")[0] == 200
         except OSError:
             return False
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """Stop gunicorn and its workers; kill them if they do not stop in time."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
 
 
 def request(method: str, port: int, path: str, body: Any = None) -> tuple[int, Any, bytes]:
