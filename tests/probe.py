@@ -134,7 +134,24 @@ def held_step(self, key: str, timeout: float = 60) -> str:
 
 
 def release(redis_client: Any, key: str) -> None:
+    """Let one held step of `key` finish."""
     redis_client.rpush(f"probe:{key}:release", "go")
+
+
+RELEASE_ALL_STEPS = 20
+RELEASE_ALL_TTL_S = 120
+
+
+def release_all(redis_client: Any, key: str) -> None:
+    """Let every held step of `key` finish, those waiting now and those that start soon.
+
+    For a test's teardown: a run it left live may start its step after the test ended,
+    and must not then hold a worker process for the step's whole timeout.
+    """
+    pipe = redis_client.pipeline()
+    pipe.rpush(f"probe:{key}:release", *["go"] * RELEASE_ALL_STEPS)
+    pipe.expire(f"probe:{key}:release", RELEASE_ALL_TTL_S)
+    pipe.execute()
 
 
 @orchestrator
