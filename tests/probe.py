@@ -127,9 +127,9 @@ def prepare_cities(cities: list[str]) -> list[str]:
 @app.task(bind=True)
 def held_step(self, key: str, timeout: float = 60) -> str:
     """Run until the test pushes to ``probe:<key>:release`` (or `timeout` passes)."""
-    record(key, "start", self.request.id)
+    record(key, "start", self.request.id, run=run_of(self.request))
     app.backend.client.blpop([f"probe:{key}:release"], timeout=timeout)
-    record(key, "end", self.request.id)
+    record(key, "end", self.request.id, run=run_of(self.request))
     return key
 
 
