@@ -218,8 +218,8 @@ def LongerThanLease(input: dict) -> Signature:  # noqa: N802
 
 @orchestrator(timeout=1)
 def Overdue(input: dict) -> Signature:  # noqa: N802
-    """A run that takes longer than its timeout."""
-    return chain(probe_step.si(2.5, input["key"]), probe_step.si(0, input["key"]))
+    """A run whose held first step outlasts its timeout, then a second step."""
+    return chain(held_step.si(input["key"]), probe_step.si(0, input["key"]))
 
 
 # -- operations (issue 5) -------------------------------------------------------

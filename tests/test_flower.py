@@ -11,7 +11,7 @@ import pytest
 from proj.devserver import flower_link
 from singleton.schedules import START_TASK
 from singleton.worker import runtime
-from tests.probe import events
+from tests.probe import events, release
 from tests.services import CHROMIUM, Flower, rendered_dom
 from tests.workers import wait_until
 
@@ -57,12 +57,13 @@ def test_every_task_of_a_run_shows_its_instance_and_orchestrator(flower, client,
 
 
 def test_a_duplicate_start_through_flower_is_refused(flower, app, client, redis_client, uid):
-    body = {"args": ["Timed", uid], "kwargs": {"input": {"key": uid, "seconds": 2}}}
+    body = {"args": ["Held", uid], "kwargs": {"input": {"key": uid}}}
     for endpoint in ("send-task", "async-apply", "send-task"):
         status, reply = flower.api("POST", f"/api/task/{endpoint}/{START_TASK}", body)
         assert status == 200, reply
     store = runtime(app).store
     wait_until(lambda: sum(store.tick_counts(uid).values()) == 3, 20, "the three starts to be decided")
+    release(redis_client, uid)  # the run stayed live while the three were decided
     client.wait_for_completion(uid, timeout=30)
 
     assert store.tick_counts(uid) == {"started": 1, "skipped": 2}
