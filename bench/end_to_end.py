@@ -10,9 +10,6 @@ add the singleton claim, the step fences and the record updates.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -21,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery, chain
+
+from devtools.processes import DeadlinePassed, ManagedProcess, ProcessFailed
 
 from .measure import Spread, rotated
 
@@ -31,45 +30,29 @@ POLL_INTERVAL_S = 0.05
 POLL_BATCH = 50
 
 
-class BenchWorker:
-    """``celery -A proj worker`` as a subprocess in its own process group."""
+class BenchWorker(ManagedProcess):
+    """``celery -A proj worker`` in its own process group, ready once it answers a ping."""
 
     def __init__(self, log: Path, env: dict[str, str], *, concurrency: int) -> None:
-        self.log = log
-        self.env = env
+        self.node = f"bench-{uuid.uuid4().hex[:6]}@localhost"
         self.concurrency = concurrency
-        self.process: subprocess.Popen | None = None
+        args = [
+            sys.executable, "-m", "celery", "-A", "proj", "worker", "-n", self.node,
+            "-c", str(concurrency), "--loglevel=WARNING",
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+        ]
+        super().__init__(args, log=log, env=env, cwd=ROOT, name="bench worker")
 
     def start(self, app: Celery, timeout: float = 60.0) -> BenchWorker:
         """Start the worker; wait until it answers a ping on `app`'s broker."""
-        name = f"bench-{uuid.uuid4().hex[:6]}@localhost"
-        args = [
-            sys.executable, "-m", "celery", "-A", "proj", "worker", "-n", name,
-            "-c", str(self.concurrency), "--loglevel=WARNING",
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
-        ]
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                args, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while not app.control.ping(destination=[name], timeout=0.5):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the bench worker did not start; see {self.log}")
-        return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop the worker warmly; kill its process group if it does not stop in time."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
+        super().start()
         try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+            self.wait_ready(lambda: app.control.ping(destination=[self.node], timeout=0.5),
+                            timeout=timeout, what="the bench worker to answer a ping")
+        except (ProcessFailed, DeadlinePassed):
+            self.stop()
+            raise RuntimeError(f"the bench worker did not start; see {self.log}") from None
+        return self
 
 
 def _orchestrations(app: Celery) -> tuple[Callable[[], str], Callable[[list[str]], list[bool]]]:
@@ -176,6 +159,6 @@ def profile(
     worker = BenchWorker(log_dir / "worker-profiled.log", worker_env, concurrency=concurrency).start(app)
     try:
         one_batch(start, done, max(10, runs // 20), timeout)  # warm
-        return profile_process(worker.process.pid, lambda: one_batch(start, done, runs, timeout))
+        return profile_process(worker.pid, lambda: one_batch(start, done, runs, timeout))
     finally:
         worker.stop()

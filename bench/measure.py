@@ -1,4 +1,7 @@
-"""Measuring helpers shared by the benchmark sections: spreads, percentiles, Redis counts."""
+"""Measuring helpers shared by the benchmark sections: spreads, percentiles, the machine.
+
+Redis command counts live in ``devtools.redis_commands`` (the tests use them too).
+"""
 
 from __future__ import annotations
 
@@ -52,45 +55,6 @@ def time_calls(fn: Callable[[], Any], calls: int) -> float:
     for _ in range(calls):
         fn()
     return time.perf_counter() - began
-
-
-# -- Redis command counts ----------------------------------------------------------
-def command_calls(client: Any) -> dict[str, int]:
-    """Return Redis' cumulative per-command call counts (INFO commandstats)."""
-    stats = client.info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
-
-
-def executed_per_call(client: Any, fn: Callable[[], Any], calls: int) -> dict[str, float]:
-    """Return the commands Redis executed per call of `fn`, script internals included.
-
-    The server must be otherwise idle: INFO commandstats counts every client.
-    """
-    before = command_calls(client)
-    for _ in range(calls):
-        fn()
-    after = command_calls(client)
-    after.pop("info", None)
-    delta = {k: (v - before.get(k, 0)) / calls for k, v in after.items()}
-    return {k: v for k, v in sorted(delta.items()) if v}
-
-
-def sent_per_call(client: Any, fn: Callable[[], Any], calls: int) -> dict[str, float]:
-    """Return the commands clients sent per call of `fn` (MONITOR; a script counts once)."""
-    sentinel = f"bench-commands-done-{time.monotonic_ns()}"
-    counts: dict[str, int] = {}
-    with client.monitor() as monitor:
-        for _ in range(calls):
-            fn()
-        client.echo(sentinel)
-        while True:
-            command = monitor.next_command()
-            if command["command"] == f"ECHO {sentinel}":
-                break
-            if command["client_type"] != "lua":
-                name = command["command"].split(" ", 1)[0].lower()
-                counts[name] = counts.get(name, 0) + 1
-    return {k: v / calls for k, v in sorted(counts.items())}
 
 
 # -- the machine -----------------------------------------------------------------

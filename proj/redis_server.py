@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
 import redis
+
+from devtools.processes import DeadlinePassed, ManagedProcess, ProcessFailed
 
 
 def redis_binary() -> str:
@@ -37,7 +37,11 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A redis-server child process on 127.0.0.1, started and stopped by its owner."""
+    """A redis-server child process on 127.0.0.1, started and stopped by its owner.
+
+    It runs in its own session: a terminal's Ctrl-C does not reach it, so its owner
+    can stop it after the processes that use it.
+    """
 
     def __init__(
         self,
@@ -60,7 +64,7 @@ class RedisServer:
         self.password = password
         self.binary = binary
         self.extra_args = list(extra_args)
-        self.process: subprocess.Popen | None = None
+        self.process: ManagedProcess | None = None
 
     @property
     def url(self) -> str:
@@ -79,34 +83,24 @@ class RedisServer:
             *(["--requirepass", self.password] if self.password else []),
             *self.extra_args,
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self._wait_until_ready(timeout)
+        self.process = ManagedProcess(args, name="redis-server").start()
+        try:
+            self.process.wait_ready(self._answers, timeout=timeout, what="redis-server to answer PING")
+        except (ProcessFailed, DeadlinePassed):
+            self.stop()
+            raise RuntimeError(f"redis-server did not start; see {self.directory}/redis.log") from None
         return self
 
-    def _wait_until_ready(self, timeout: float) -> None:
+    def _answers(self) -> bool:
         client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(
-                        f"redis-server did not start; see {self.directory}/redis.log"
-                    ) from None
-                time.sleep(0.05)
-            finally:
-                client.close()
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+        finally:
+            client.close()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after `timeout`)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        """Stop the server (SIGTERM, then SIGKILL after `timeout`); it writes its AOF first."""
+        if self.process is not None:
+            self.process.stop(timeout)

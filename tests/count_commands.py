@@ -14,39 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from devtools.redis_commands import executed_per_call, sent_per_call
+
 CALLS = 200
-
-
-def command_counts(client) -> dict[str, int]:
-    stats = client.info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
-
-
-def executed(client, fn) -> dict[str, float]:
-    before = command_counts(client)
-    for _ in range(CALLS):
-        fn()
-    after = command_counts(client)
-    changed = {k: (after[k] - before.get(k, 0)) / CALLS for k in after}
-    changed.pop("info", None)
-    return {k: v for k, v in changed.items() if v}
-
-
-def sent(client, fn) -> dict[str, float]:
-    sentinel = "count-commands-done"
-    counts: dict[str, int] = {}
-    with client.monitor() as monitor:
-        for _ in range(CALLS):
-            fn()
-        client.echo(sentinel)
-        while True:
-            command = monitor.next_command()
-            if command["command"] == f"ECHO {sentinel}":
-                break
-            if command["client_type"] != "lua":
-                name = command["command"].split(" ", 1)[0].lower()
-                counts[name] = counts.get(name, 0) + 1
-    return {k: v / CALLS for k, v in counts.items()}
 
 
 def measure() -> dict:
@@ -68,7 +38,8 @@ def measure() -> dict:
     plain(), singleton()  # warm up: connections, script loading
     result = {}
     for label, fn in (("plain", plain), ("start_new", singleton)):
-        result[label] = {"sent": sent(redis_client, fn), "executed": executed(redis_client, fn)}
+        result[label] = {"sent": sent_per_call(redis_client, fn, CALLS),
+                         "executed": executed_per_call(redis_client, fn, CALLS)}
         for view in ("sent", "executed"):
             result[label][f"{view}_total"] = sum(result[label][view].values())
     return result

@@ -127,14 +127,31 @@ def prepare_cities(cities: list[str]) -> list[str]:
 @app.task(bind=True)
 def held_step(self, key: str, timeout: float = 60) -> str:
     """Run until the test pushes to ``probe:<key>:release`` (or `timeout` passes)."""
-    record(key, "start", self.request.id)
+    record(key, "start", self.request.id, run=run_of(self.request))
     app.backend.client.blpop([f"probe:{key}:release"], timeout=timeout)
-    record(key, "end", self.request.id)
+    record(key, "end", self.request.id, run=run_of(self.request))
     return key
 
 
 def release(redis_client: Any, key: str) -> None:
+    """Let one held step of `key` finish."""
     redis_client.rpush(f"probe:{key}:release", "go")
+
+
+RELEASE_ALL_STEPS = 20
+RELEASE_ALL_TTL_S = 120
+
+
+def release_all(redis_client: Any, key: str) -> None:
+    """Let every held step of `key` finish, those waiting now and those that start soon.
+
+    For a test's teardown: a run it left live may start its step after the test ended,
+    and must not then hold a worker process for the step's whole timeout.
+    """
+    pipe = redis_client.pipeline()
+    pipe.rpush(f"probe:{key}:release", *["go"] * RELEASE_ALL_STEPS)
+    pipe.expire(f"probe:{key}:release", RELEASE_ALL_TTL_S)
+    pipe.execute()
 
 
 @orchestrator
@@ -201,8 +218,8 @@ def LongerThanLease(input: dict) -> Signature:  # noqa: N802
 
 @orchestrator(timeout=1)
 def Overdue(input: dict) -> Signature:  # noqa: N802
-    """A run that takes longer than its timeout."""
-    return chain(probe_step.si(2.5, input["key"]), probe_step.si(0, input["key"]))
+    """A run whose held first step outlasts its timeout, then a second step."""
+    return chain(held_step.si(input["key"]), probe_step.si(0, input["key"]))
 
 
 # -- operations (issue 5) -------------------------------------------------------

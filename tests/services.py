@@ -1,57 +1,30 @@
-"""Real beat and Flower processes for tests, and a way to read JSON over HTTP."""
+"""Real beat and Flower processes for tests, and a way to read JSON over HTTP.
+
+Both are ``devtools.processes.ManagedProcess``es: their own process group, a log,
+ready by a check with a deadline, stopped warmly.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
 import os
-import signal
+import shutil
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from celery.schedules import schedstate, schedule
 
+from devtools.processes import REPO, ManagedProcess
 from proj.redis_server import free_port
-from tests.workers import REPO, wait_until
 
 
-class Service:
-    """A subprocess in its own process group, logging to a file, stopped warmly."""
-
-    def __init__(self, log: Path, env: dict[str, str] | None = None) -> None:
-        self.log = Path(log)
-        self.env = {**os.environ, **(env or {})}
-        self.process: subprocess.Popen | None = None
-
-    def spawn(self, args: list[str]) -> None:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                args, cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def died(self) -> bool:
-        return self.process.poll() is not None
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM the process group; SIGKILL it if it does not stop in time."""
-        if self.process is None or self.died():
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-
-class Beat(Service):
+class Beat(ManagedProcess):
     """``celery -A <module> beat`` with a private schedule file.
 
     `schedule_module` is Python source defining ``app`` and its ``beat_schedule``;
@@ -62,15 +35,16 @@ class Beat(Service):
         directory.mkdir(parents=True, exist_ok=True)
         (directory / f"{name}.py").write_text(schedule_module)
         path = os.pathsep.join([str(directory), str(REPO), os.environ.get("PYTHONPATH", "")])
-        super().__init__(directory / f"{name}.log", {"PYTHONPATH": path})
         self.module = name
         self.schedule = directory / f"{name}-schedule"
+        args = [sys.executable, "-m", "celery", "-A", name, "beat", "-s", str(self.schedule),
+                "--loglevel=INFO"]
+        super().__init__(args, log=directory / f"{name}.log", env={**os.environ, "PYTHONPATH": path},
+                         name="beat")
 
     def start(self, timeout: float = 30.0) -> Beat:
-        self.spawn([sys.executable, "-m", "celery", "-A", self.module, "beat", "-s", str(self.schedule),
-                    "--loglevel=INFO"])
-        wait_until(lambda: "beat: Starting" in self.text() or self.died(), timeout, "beat to start")
-        assert not self.died(), f"beat exited early:\n{self.text()}"
+        super().start()
+        self.wait_ready(lambda: "beat: Starting" in self.text(), timeout=timeout, what="beat to start")
         return self
 
     def ticks_sent(self) -> int:
@@ -99,20 +73,20 @@ class Limited(schedule):
         return self.__class__, (self.run_every.total_seconds(), self.times)
 
 
-class Flower(Service):
+class Flower(ManagedProcess):
     """``celery -A proj flower`` on a free loopback port, optionally with basic auth."""
 
     def __init__(self, log: Path, basic_auth: str | None = None) -> None:
         env = {"FLOWER_BASIC_AUTH": basic_auth} if basic_auth else {"FLOWER_UNAUTHENTICATED_API": "true"}
-        super().__init__(log, env)
         self.port = free_port()
         self.auth = basic_auth
+        args = [sys.executable, "-m", "celery", "-A", "proj", "flower", "--address=127.0.0.1",
+                f"--port={self.port}"]
+        super().__init__(args, log=log, env={**os.environ, **env}, name="flower")
 
     def start(self, timeout: float = 60.0) -> Flower:
-        self.spawn([sys.executable, "-m", "celery", "-A", "proj", "flower", "--address=127.0.0.1",
-                    f"--port={self.port}"])
-        wait_until(lambda: self._healthy() or self.died(), timeout, "Flower to answer")
-        assert not self.died(), f"Flower exited early:\n{self.text()}"
+        super().start()
+        self.wait_ready(self._healthy, timeout=timeout, what="Flower to answer")
         return self
 
     def _healthy(self) -> bool:
@@ -123,6 +97,15 @@ class Flower(Service):
 
     def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         return http_json(method, f"http://127.0.0.1:{self.port}{path}", body, auth=self.auth)
+
+    def form(self, path: str, fields: dict[str, str]) -> tuple[int, Any]:
+        """POST `fields` form-encoded, as the pages' scripts do; return status and JSON."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method="POST",
+                                         data=urllib.parse.urlencode(fields).encode())
+        if self.auth:
+            request.add_header("Authorization", "Basic " + base64.b64encode(self.auth.encode()).decode())
+        with urllib.request.urlopen(request, timeout=15) as response:
+            return response.status, json.loads(response.read())
 
 
 def http_json(
@@ -146,3 +129,17 @@ def http_json(
         return status, json.loads(text)
     except ValueError:
         return status, text
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def rendered_dom(url: str, profile: Path, *, budget_ms: int = 15000) -> str:
+    """Load `url` in headless Chromium, run its scripts, and return the page's DOM."""
+    assert CHROMIUM, "no chromium on PATH"
+    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}", "--dump-dom", url]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout

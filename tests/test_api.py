@@ -2,7 +2,8 @@
 
 Every response a test sees is checked against the OpenAPI document (``assert_documented``).
 Tests that need runs to finish use the real worker; the others use instances that stay
-live for a few seconds (Delay) and terminate them, so they pass with or without a worker.
+live until the test ends (Held: one step that waits to be released) and terminate them, so
+they pass with or without a worker.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from referencing.jsonschema import DRAFT202012
 
 from api import ConfigError, create_app, init_app
 from api.openapi import DOCUMENT
-from tests.probe import release
+from tests.probe import release, release_all
 from tests.workers import REPO, wait_until
 
 WEBHOOK = "/runtime/webhooks/durabletask"
@@ -35,7 +36,8 @@ CHECK_STATUS_KEYS = [
     "restartPostUri", "suspendPostUri", "resumePostUri",
 ]
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
-LIVE = {"seconds": 3, "value": "late"}  # a Delay that stays live for the length of a test
+# The input of a Held run (tests.probe): its release key, this test's own (hold_live_runs).
+LIVE: dict[str, str] = {}
 
 
 # -- the OpenAPI check ---------------------------------------------------------
@@ -132,10 +134,19 @@ def keyed(app: Celery) -> Checked:
     return Checked(create_app({"API_KEYS": "key-one, k/2+ü"}, celery_app=app))
 
 
+@pytest.fixture(autouse=True)
+def hold_live_runs(redis_client: Any, uid: str):
+    """Key this test's Held runs by its uid; release every one of them when it ends."""
+    LIVE.clear()
+    LIVE["key"] = uid
+    yield
+    release_all(redis_client, uid)
+
+
 @pytest.fixture
 def live(http: Checked, uid: str):
-    """Start a Delay under `uid` that stays live a few seconds; terminate it afterwards."""
-    response = http.post(f"/api/orchestrators/Delay/{uid}", json=LIVE)
+    """Start a Held run under `uid`, live until released; terminate it afterwards."""
+    response = http.post(f"/api/orchestrators/Held/{uid}", json=LIVE)
     assert response.status_code == 202
     yield uid
     http._client.post(f"{WEBHOOK}/instances/{uid}/terminate")
@@ -194,7 +205,7 @@ def test_check_status_urls_use_the_request_host(http, uid):
 
 
 def test_second_start_of_a_live_id_answers_409_naming_the_live_instance(http, live):
-    response = http.post(f"/api/orchestrators/Delay/{live}", json=LIVE)
+    response = http.post(f"/api/orchestrators/Held/{live}", json=LIVE)
     assert response.status_code == 409
     body = response.get_json()
     assert body["Message"] == f"An instance with ID '{live}' already exists."
@@ -204,8 +215,8 @@ def test_second_start_of_a_live_id_answers_409_naming_the_live_instance(http, li
 
 
 def test_management_start_route_starts_and_refuses_like_the_starter(http, uid):
-    first = http.post(f"{WEBHOOK}/orchestrators/Delay/{uid}", json=LIVE)
-    second = http.post(f"{WEBHOOK}/orchestrators/Delay/{uid}", json=LIVE)
+    first = http.post(f"{WEBHOOK}/orchestrators/Held/{uid}", json=LIVE)
+    second = http.post(f"{WEBHOOK}/orchestrators/Held/{uid}", json=LIVE)
     http.post(f"{WEBHOOK}/instances/{uid}/terminate")
     assert (first.status_code, second.status_code) == (202, 409)
     assert http.post(f"{WEBHOOK}/orchestrators/HelloSequence").status_code == 202
@@ -276,7 +287,7 @@ def test_start_with_timeout_answers_200_with_the_output_when_the_run_completes_i
 
 
 def test_start_with_timeout_answers_202_while_the_run_is_still_live(http, uid):
-    response = http.post(f"/api/orchestrators/Delay/{uid}?timeout=0.3&pollingInterval=0.1", json=LIVE)
+    response = http.post(f"/api/orchestrators/Held/{uid}?timeout=0.3&pollingInterval=0.1", json=LIVE)
     http.post(f"{WEBHOOK}/instances/{uid}/terminate")
     assert response.status_code == 202
     assert response.get_json()["id"] == uid
@@ -357,7 +368,7 @@ def test_status_of_a_live_instance_answers_202_with_location_and_retry_after(htt
     body = response.get_json()
     assert list(body) == ["name", "instanceId", "runtimeStatus", "input", "customStatus", "output",
                           "createdTime", "lastUpdatedTime"]
-    assert body["name"] == "Delay" and body["instanceId"] == live and body["input"] == LIVE
+    assert body["name"] == "Held" and body["instanceId"] == live and body["input"] == LIVE
     assert ISO_UTC.match(body["createdTime"]) and ISO_UTC.match(body["lastUpdatedTime"])
 
 
@@ -365,7 +376,7 @@ def test_status_of_a_live_instance_answers_202_with_location_and_retry_after(htt
 def test_the_status_location_names_the_instance_quoted_once(http, uid, instance_id):
     instance_id = f"{uid}-{instance_id}"
     encoded = quote(instance_id, safe="")
-    http.post(f"/api/orchestrators/Delay/{encoded}", json=LIVE)
+    http.post(f"/api/orchestrators/Held/{encoded}", json=LIVE)
     response = status_of(http, instance_id, "?showInput=false")
     http.post(f"{WEBHOOK}/instances/{encoded}/terminate")
     assert response.status_code == 202
@@ -401,7 +412,7 @@ def test_history_events_appear_only_when_asked_for(http, live):
     assert "historyEvents" not in status_of(http, live).get_json()
     history = status_of(http, live, "?showHistory=TRUE").get_json()["historyEvents"]
     assert [e["EventType"] for e in history] == ["ExecutionStarted"]
-    assert history[0]["FunctionName"] == "Delay"
+    assert history[0]["FunctionName"] == "Held"
 
 
 @pytest.mark.usefixtures("worker")
@@ -449,7 +460,7 @@ def three(http: Checked, uid: str) -> list[str]:
     """Three instances under one prefix, the middle one terminated."""
     ids = [f"{uid}-{n}" for n in range(3)]
     for instance_id in ids:
-        assert http.post(f"/api/orchestrators/Delay/{instance_id}", json=LIVE).status_code == 202
+        assert http.post(f"/api/orchestrators/Held/{instance_id}", json=LIVE).status_code == 202
     http.post(f"{WEBHOOK}/instances/{ids[1]}/terminate")
     yield ids
     for instance_id in ids:
@@ -572,7 +583,7 @@ def test_purge_by_created_time_deletes_the_finished_instances_in_the_range(http,
     since = datetime.now(UTC)
     ids = [f"{uid}-{n}" for n in range(2)]
     for instance_id in ids:
-        http.post(f"/api/orchestrators/Delay/{instance_id}", json=LIVE)
+        http.post(f"/api/orchestrators/Held/{instance_id}", json=LIVE)
         http.post(f"{WEBHOOK}/instances/{instance_id}/terminate")
     until = datetime.now(UTC)
     window = f"createdTimeFrom={quote(since.isoformat())}&createdTimeTo={quote(until.isoformat())}"
@@ -661,37 +672,37 @@ def test_restart_of_an_unknown_instance_answers_404(http, uid):
 
 # -- start policies and idempotency keys ------------------------------------------
 def test_if_live_use_existing_answers_202_with_the_live_instance(http, live):
-    response = http.post(f"/api/orchestrators/Delay/{live}?ifLive=use_existing", json=LIVE)
+    response = http.post(f"/api/orchestrators/Held/{live}?ifLive=use_existing", json=LIVE)
     assert (response.status_code, response.get_json()["id"]) == (202, live)
 
 
 def test_if_live_terminate_existing_replaces_the_live_run(http, live):
-    response = http.post(f"/api/orchestrators/Delay/{live}?ifLive=terminate_existing", json=LIVE)
+    response = http.post(f"/api/orchestrators/Held/{live}?ifLive=terminate_existing", json=LIVE)
     assert response.status_code == 202
     assert status_of(http, live).get_json()["runtimeStatus"] in ("Pending", "Running")
 
 
 @pytest.mark.parametrize("query", ["ifLive=sometimes", "ifFinished=", "ifLive=FAIL"])
 def test_an_unknown_start_policy_answers_400_and_claims_nothing(http, uid, query):
-    response = http.post(f"/api/orchestrators/Delay/{uid}?{query}", json=LIVE)
+    response = http.post(f"/api/orchestrators/Held/{uid}?{query}", json=LIVE)
     assert (response.status_code, response.get_json()["code"]) == (400, "invalid_query_parameter")
     assert status_of(http, uid).status_code == 404
 
 
 def test_a_retried_start_with_the_same_idempotency_key_answers_202_with_the_same_instance(http, uid):
     headers = {"Idempotency-Key": f"key-{uid}"}
-    first = http.post(f"/api/orchestrators/Delay/{uid}", json=LIVE, headers=headers)
-    again = http.post(f"/api/orchestrators/Delay/{uid}", json=LIVE, headers=headers)
+    first = http.post(f"/api/orchestrators/Held/{uid}", json=LIVE, headers=headers)
+    again = http.post(f"/api/orchestrators/Held/{uid}", json=LIVE, headers=headers)
     assert (first.status_code, again.status_code) == (202, 202)
-    other = http.post(f"/api/orchestrators/Delay/{uid}", json=LIVE, headers={"Idempotency-Key": "x"})
+    other = http.post(f"/api/orchestrators/Held/{uid}", json=LIVE, headers={"Idempotency-Key": "x"})
     assert other.status_code == 409
     http.post(instance_path(uid, "terminate"))
 
 
 def test_an_idempotency_key_without_an_instance_id_finds_the_same_instance(http, uid):
     headers = {"Idempotency-Key": f"key-{uid}"}
-    first = http.post("/api/orchestrators/Delay", json=LIVE, headers=headers).get_json()["id"]
-    again = http.post("/api/orchestrators/Delay", json=LIVE, headers=headers).get_json()["id"]
+    first = http.post("/api/orchestrators/Held", json=LIVE, headers=headers).get_json()["id"]
+    again = http.post("/api/orchestrators/Held", json=LIVE, headers=headers).get_json()["id"]
     assert first == again
     http.post(instance_path(first, "terminate"))
 
@@ -849,12 +860,12 @@ def test_a_key_is_accepted_in_the_query_or_the_header_and_any_configured_key_wor
 
 def test_check_status_urls_carry_the_callers_key_when_it_came_as_code(keyed, uid):
     code = quote("k/2+ü", safe="")
-    response = keyed.post(f"/api/orchestrators/Delay/{uid}?code={code}", json=LIVE)
+    response = keyed.post(f"/api/orchestrators/Held/{uid}?code={code}", json=LIVE)
     body = response.get_json()
     assert body["statusQueryGetUri"].endswith(f"/instances/{uid}?code={code}")
     assert body["terminatePostUri"].endswith(f"/terminate?reason={{text}}&code={code}")
     assert response.headers["Location"] == body["statusQueryGetUri"]
-    conflict = keyed.post(f"/api/orchestrators/Delay/{uid}?code=key-one", json=LIVE)
+    conflict = keyed.post(f"/api/orchestrators/Held/{uid}?code=key-one", json=LIVE)
     keyed.post(f"{WEBHOOK}/instances/{uid}/terminate?code=key-one")
     assert conflict.status_code == 409
     assert conflict.get_json()["statusQueryGetUri"].endswith(f"/instances/{uid}?code=key-one")
@@ -862,9 +873,9 @@ def test_check_status_urls_carry_the_callers_key_when_it_came_as_code(keyed, uid
 
 def test_a_key_sent_as_the_header_is_never_copied_into_urls(keyed, uid):
     header = {"x-functions-key": "k/2+ü"}
-    response = keyed.post(f"/api/orchestrators/Delay/{uid}", json=LIVE, headers=header)
+    response = keyed.post(f"/api/orchestrators/Held/{uid}", json=LIVE, headers=header)
     status = keyed.get(f"{WEBHOOK}/instances/{uid}?showInput=false", headers=header)
-    conflict = keyed.post(f"/api/orchestrators/Delay/{uid}", json=LIVE, headers=header)
+    conflict = keyed.post(f"/api/orchestrators/Held/{uid}", json=LIVE, headers=header)
     keyed.post(f"{WEBHOOK}/instances/{uid}/terminate", headers=header)
     urls = [*response.get_json().values(), response.headers["Location"], status.headers["Location"],
             conflict.get_json()["statusQueryGetUri"]]

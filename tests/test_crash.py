@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from singleton import RuntimeStatus
-from tests.probe import events
+from tests.probe import events, release
 from tests.workers import Worker, wait_until
 
 
@@ -25,12 +25,14 @@ def workers(tmp_path):
 
 def test_step_of_a_sigkilled_worker_is_redelivered_and_the_run_completes(client, uid, redis_client, workers):
     first = workers()
-    client.start_new("Probe", uid, {"seconds": 3, "key": uid, "steps": 2})
+    client.start_new("HeldThenStep", uid, {"key": uid})
     started = wait_until(lambda: events(redis_client, uid), 20, "the first step to start")
     first.kill()
     assert client.get_status(uid).runtime_status is RuntimeStatus.RUNNING
 
     workers()
+    wait_until(lambda: len(events(redis_client, uid)) == 2, 60, "the step to be redelivered")
+    release(redis_client, uid)
     done = client.wait_for_completion(uid, timeout=90)
     assert done.runtime_status is RuntimeStatus.COMPLETED
     log = events(redis_client, uid)
@@ -42,14 +44,14 @@ def test_step_of_a_sigkilled_worker_is_redelivered_and_the_run_completes(client,
 
 
 def test_step_redelivered_while_still_running_does_not_run_twice(client, uid, redis_client, workers):
-    # A 2-second visibility timeout and an 8-second step: the broker hands the message
-    # to the second pool process while the first is still running it.
+    # A 2-second visibility timeout and a held step: the broker hands the message to the
+    # second pool process while the first is still running it.
     worker = workers(env={"SINGLETON_VISIBILITY_TIMEOUT": "2"})
-    client.start_new("Probe", uid, {"seconds": 8, "key": uid})
+    client.start_new("Held", uid, {"key": uid})
+    task_id = wait_until(lambda: events(redis_client, uid), 20, "the step to start")[0]["task"]
+    # The redelivery really happens, and steps aside (retries) instead of running.
+    wait_until(lambda: f"held_step[{task_id}] retry" in worker.text(), 60, "the redelivery to retry")
+    release(redis_client, uid)
     done = client.wait_for_completion(uid, timeout=90)
     assert done.runtime_status is RuntimeStatus.COMPLETED
     assert [e["event"] for e in events(redis_client, uid)] == ["start", "end"]
-    # The redelivery really happened, and stepped aside (retried) instead of running.
-    task_id = events(redis_client, uid)[0]["task"]
-    log = worker.log.read_text()
-    assert f"probe_step[{task_id}] retry" in log

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from singleton import InstanceAlreadyExists, InstanceIsTerminal, RuntimeStatus
-from tests.probe import events
+from tests.probe import events, release
 from tests.workers import wait_until
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -48,12 +48,13 @@ def test_always_fails_records_the_error_and_frees_the_id(client, uid):
 
 
 def test_second_start_while_running_is_refused(client, uid, redis_client):
-    client.start_new("Probe", uid, {"seconds": 1.5, "key": uid})
+    client.start_new("Held", uid, {"key": uid})
     wait_until(lambda: status_of(client, uid) is RuntimeStatus.RUNNING, 20, "the run to start")
     with pytest.raises(InstanceAlreadyExists) as refused:
         client.start_new("Probe", uid, {"seconds": 0, "key": uid})
     assert refused.value.runtime_status is RuntimeStatus.RUNNING
     assert refused.value.instance_id == uid
+    release(redis_client, uid)
     client.wait_for_completion(uid, timeout=30)
     assert [e["event"] for e in events(redis_client, uid)] == ["start", "end"]
 
@@ -69,44 +70,50 @@ def test_start_after_completion_makes_a_new_run(client, uid):
 
 
 def test_terminated_run_never_runs_its_queued_steps_even_after_a_restart(client, uid, redis_client):
-    # Three 1-second steps: terminate during the first; the next two are still queued
-    # (they travel in the chain) when a new run of the same ID starts.
+    # A held step, then another: terminate during the first; the second is still queued
+    # (it travels in the chain) when a new run of the same ID starts.
     old_key, new_key = f"{uid}-old", f"{uid}-new"
-    client.start_new("Probe", uid, {"seconds": 1, "key": old_key, "steps": 3})
+    client.start_new("HeldThenStep", uid, {"key": old_key})
     wait_until(lambda: events(redis_client, old_key), 20, "the first step to start")
     client.terminate(uid, reason="changed my mind")
     terminated = client.get_status(uid)
     assert terminated.runtime_status is RuntimeStatus.TERMINATED
     assert terminated.output == "changed my mind"
     client.start_new("Probe", uid, {"seconds": 0, "key": new_key, "steps": 2})
+    # The old run's step in flight finishes (the new run's steps wait for it); its chain
+    # stops there.
+    release(redis_client, old_key)
     done = client.wait_for_completion(uid, timeout=30)
     assert done.runtime_status is RuntimeStatus.COMPLETED and done.output == new_key
-    # The old run's step in flight finishes; its chain stops there. Wait for it to end.
     wait_until(lambda: len(events(redis_client, old_key)) >= 2, 20, "the in-flight step to end")
     assert [e["event"] for e in events(redis_client, old_key)] == ["start", "end"]
     # The old run wrote nothing into the new run's record.
     assert client.get_status(uid) == done
 
 
-def step_finished(worker, task_id: str) -> bool:
-    """Return True once the worker logged that task `task_id` returned."""
-    return f"[{task_id}] succeeded" in worker.log.read_text(errors="replace")
+def running(app, task_id: str) -> bool:
+    """Return True while a worker reports task `task_id` as executing."""
+    active = app.control.inspect(timeout=1.0).active() or {}
+    return any(task["id"] == task_id for tasks in active.values() for task in tasks)
 
 
-def test_terminated_runs_last_step_cannot_complete_the_next_run(client, uid, redis_client, worker):
+def test_terminated_runs_last_step_cannot_complete_the_next_run(app, client, uid, redis_client):
     # The old run's only step is in flight when it is terminated and the ID restarts;
     # when that step returns, its run's completion must not write into the new run, and
     # the new run's step waits for it: two runs of one ID never execute at once.
     old_key, new_key = f"{uid}-old", f"{uid}-new"
-    client.start_new("Probe", uid, {"seconds": 1.5, "key": old_key})
+    client.start_new("Held", uid, {"key": old_key})
     wait_until(lambda: events(redis_client, old_key), 20, "the old step to start")
     client.terminate(uid, reason="restart")
-    client.start_new("Probe", uid, {"seconds": 0.5, "key": new_key})
+    client.start_new("Held", uid, {"key": new_key})
     new_run = client.get_status(uid).run_id
     old_task = events(redis_client, old_key)[0]["task"]
-    wait_until(lambda: step_finished(worker, old_task), 20, "the old run's last step to return")
+    release(redis_client, old_key)
+    wait_until(lambda: len(events(redis_client, old_key)) == 2 and not running(app, old_task), 20,
+               "the old run's last step to return")
     still = client.get_status(uid)
     assert still.run_id == new_run and still.runtime_status.is_live
+    release(redis_client, new_key)
     done = client.wait_for_completion(uid, timeout=30)
     assert done.run_id == new_run
     assert done.runtime_status is RuntimeStatus.COMPLETED and done.output == new_key
@@ -148,7 +155,7 @@ def test_hard_time_limit_ends_the_run_as_failed(client, uid, redis_client):
 
 
 def test_revoking_a_running_step_ends_the_run_as_terminated(app, client, uid, redis_client):
-    client.start_new("Probe", uid, {"seconds": 20, "key": uid, "steps": 2})
+    client.start_new("HeldThenStep", uid, {"key": uid})
     started = wait_until(lambda: events(redis_client, uid), 20, "the step to start")
     app.control.revoke(started[0]["task"], terminate=True, signal="SIGKILL")
     done = client.wait_for_completion(uid, timeout=30)

@@ -11,7 +11,7 @@ from singleton import RuntimeStatus
 from singleton.recovery import RECONCILE_TASK, reconcile
 from singleton.runtime import runtime
 from singleton.store import Store
-from tests.probe import events
+from tests.probe import events, release
 from tests.workers import wait_until
 
 
@@ -107,6 +107,7 @@ def test_an_overdue_run_fails_as_timed_out_and_its_next_step_never_starts(
     wait_until(lambda: reconcile(store).get("timed_out"), 10, "the timeout to pass")
     assert client.get_status(uid).output.startswith("TimedOut")
     # The step in flight finishes; the next one reaches its gate and is skipped.
+    release(redis_client, uid)
     wait_until(lambda: f"instance {uid!r} is not running this step" in worker.log.read_text(), 20,
                "the next step to be skipped")
     assert [e["event"] for e in events(redis_client, uid)] == ["start", "end"]

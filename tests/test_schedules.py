@@ -1,7 +1,8 @@
 """Periodic singleton starts under a real ``celery beat`` (1-second ticks) and a real worker.
 
-Runs last about 3 seconds, so most ticks find the previous run live. Each run's steps
-record their start and end times and their run ID (tests/probe.py ``Timed``).
+Where ticks must find the previous run live, its step is held until every tick was
+decided (tests/probe.py ``Held``). Each run's steps record their start and end times and
+their run ID.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 
 from singleton.runtime import runtime
 from singleton.schedules import START_TASK, singleton_entry
-from tests.probe import events
+from tests.probe import events, release
 from tests.services import Beat
 from tests.workers import wait_until
 
@@ -24,7 +25,7 @@ from proj import app
 from singleton.schedules import singleton_entry
 from tests.services import Limited
 
-app.conf.beat_schedule = {{"tick": singleton_entry("Timed", {id!r}, schedule=Limited(1.0, {ticks}),
+app.conf.beat_schedule = {{"tick": singleton_entry({name!r}, {id!r}, schedule=Limited(1.0, {ticks}),
                                                   input={input!r}, overlap={overlap!r})}}
 """
 
@@ -38,7 +39,7 @@ from tests.services import Limited
 singleton.logs.install()  # the configured log formats print the run's identity
 app = Celery("bare")
 app.config_from_object("celeryconfig")
-app.conf.beat_schedule = {{"tick": singleton_entry("Timed", {id!r}, schedule=Limited(1.0, {ticks}),
+app.conf.beat_schedule = {{"tick": singleton_entry({name!r}, {id!r}, schedule=Limited(1.0, {ticks}),
                                                   input={input!r}, overlap={overlap!r})}}
 """
 
@@ -91,19 +92,19 @@ def assert_never_overlap(runs: dict[str, dict]) -> None:
         assert after["start"] >= before["end"], f"runs overlap: {before} and {after}"
 
 
-def entry_source(template: str, uid: str, overlap: str, ticks: int = TICKS, **input) -> str:
-    return template.format(id=uid, input={"key": uid, **input}, overlap=overlap, ticks=ticks)
+def entry_source(template: str, uid: str, overlap: str, ticks: int = TICKS, name: str = "Held",
+                 **input) -> str:
+    return template.format(name=name, id=uid, input={"key": uid, **input}, overlap=overlap, ticks=ticks)
 
 
 def test_ticks_during_a_live_run_are_skipped_logged_and_counted(app, client, redis_client, worker, uid,
                                                                 tmp_path):
-    counts = run_beats(app, tmp_path, uid, [entry_source(PROJ_BEAT, uid, "skip", seconds=3)])
+    counts = run_beats(app, tmp_path, uid, [entry_source(PROJ_BEAT, uid, "skip")])
+    release(redis_client, uid)
     client.wait_for_completion(uid, timeout=30)
 
-    runs = spans(redis_client, uid)
-    assert_never_overlap(runs)
-    assert counts["started"] == len(runs) >= 2
-    assert counts["skipped"] == TICKS - len(runs) >= 3
+    assert len(spans(redis_client, uid)) == 1
+    assert counts == {"started": 1, "skipped": TICKS - 1}
     skipped_lines = [line for line in worker.log.read_text().splitlines() if f"{uid}' skipped" in line]
     assert len(skipped_lines) == counts["skipped"]
     assert all("INFO" in line for line in skipped_lines)
@@ -111,24 +112,28 @@ def test_ticks_during_a_live_run_are_skipped_logged_and_counted(app, client, red
 
 def test_two_beat_processes_still_start_one_run_at_a_time(app, client, redis_client, worker, uid, tmp_path):
     # One beat imports the starter task (apply_async), the other cannot (send_task).
-    sources = [entry_source(template, uid, "skip", seconds=3) for template in (PROJ_BEAT, BARE_BEAT)]
+    sources = [entry_source(template, uid, "skip") for template in (PROJ_BEAT, BARE_BEAT)]
     counts = run_beats(app, tmp_path, uid, sources)
+    release(redis_client, uid)
     client.wait_for_completion(uid, timeout=30)
 
-    runs = spans(redis_client, uid)
-    assert_never_overlap(runs)
-    assert counts["started"] == len(runs) >= 2
-    assert counts["skipped"] == 2 * TICKS - len(runs)
+    assert len(spans(redis_client, uid)) == 1
+    assert counts == {"started": 1, "skipped": 2 * TICKS - 1}
 
 
 def test_buffer_one_keeps_one_missed_tick_and_starts_it_when_the_run_ends(app, client, redis_client,
                                                                           worker, uid):
     # Three ticks at once: the first starts, the second is buffered, the third skipped.
-    kwargs = {"input": {"key": uid, "seconds": 2}, "overlap": "buffer_one", "poll": 0.2}
+    kwargs = {"input": {"key": uid}, "overlap": "buffer_one", "poll": 0.2}
     for _ in range(3):
-        app.send_task(START_TASK, args=["Timed", uid], kwargs=kwargs)
+        app.send_task(START_TASK, args=["Held", uid], kwargs=kwargs)
+    store = runtime(app).store
+    wait_until(lambda: store.tick_counts(uid) == {"started": 1, "buffered": 1, "skipped": 1}, 20,
+               "one tick to start, one to be buffered, one skipped")
+    release(redis_client, uid)
     wait_until(lambda: len(spans(redis_client, uid)) == 2, 20, "the buffered tick's run to start")
     counts = wait_decided(app, uid, 3)
+    release(redis_client, uid)
     client.wait_for_completion(uid, timeout=30)
 
     first, second = spans(redis_client, uid).values()
@@ -138,22 +143,32 @@ def test_buffer_one_keeps_one_missed_tick_and_starts_it_when_the_run_ends(app, c
 
 def test_buffer_one_under_beat_runs_back_to_back_with_at_most_one_buffered(app, client, redis_client,
                                                                            worker, uid, tmp_path):
-    counts = run_beats(app, tmp_path, uid, [entry_source(PROJ_BEAT, uid, "buffer_one", seconds=3)])
+    # The first run is held through every tick: one tick is buffered, the rest skipped.
+    store = runtime(app).store
+    beat = Beat(tmp_path, entry_source(PROJ_BEAT, uid, "buffer_one"), name="beat0").start()
+    try:
+        wait_until(lambda: beat.ticks_sent() == TICKS, 30, f"{TICKS} ticks")
+        wait_until(lambda: store.tick_counts(uid) == {"started": 1, "buffered": 1, "skipped": TICKS - 2},
+                   30, "every tick but the buffered one to be decided")
+    finally:
+        beat.stop()
+    release(redis_client, uid)
+    counts = wait_decided(app, uid, TICKS)
+    release(redis_client, uid)
     client.wait_for_completion(uid, timeout=30)
 
     runs = list(spans(redis_client, uid).values())
     assert_never_overlap(dict(enumerate(runs)))
-    assert len(runs) == counts["started"] >= 2
+    assert len(runs) == counts["started"] == 2
     for before, after in pairwise(runs):
         assert after["start"] - before["end"] < 2.0  # the buffered tick polls every second
-    assert counts["buffered"] >= 1
-    assert counts["skipped"] == TICKS - counts["started"]
+    assert counts == {"started": 2, "buffered": 1, "skipped": TICKS - 2}
 
 
 def test_terminate_other_replaces_the_live_run_on_every_tick(app, client, redis_client, worker, uid,
                                                              tmp_path):
     ticks = 4
-    source = entry_source(PROJ_BEAT, uid, "terminate_other", ticks=ticks, seconds=1, steps=3)
+    source = entry_source(PROJ_BEAT, uid, "terminate_other", ticks=ticks, name="Timed", seconds=1, steps=3)
     counts = run_beats(app, tmp_path, uid, [source], ticks=ticks)
     client.wait_for_completion(uid, timeout=30)
 

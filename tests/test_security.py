@@ -16,7 +16,7 @@ import pytest
 import api.auth
 from api import create_app
 from proj.redis_server import RedisServer, free_port
-from tests.probe import events
+from tests.probe import events, release_all
 from tests.workers import REPO, Worker, wait_until
 
 SECRET = "s3cret-key-" + uuid.uuid4().hex
@@ -52,15 +52,15 @@ def test_keys_are_compared_in_constant_time_against_every_key(app, monkeypatch):
     assert [b for _, b in compared] == [b"first", SECRET.encode()]
 
 
-def test_keys_never_reach_the_log(app, caplog, uid):
+def test_keys_never_reach_the_log(app, caplog, uid, redis_client):
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="singleton")
     http = create_app({"API_KEYS": SECRET}, celery_app=app).test_client()
     wrong = "wrong-" + SECRET
     assert http.get(f"/runtime/webhooks/durabletask/instances/{uid}?code={wrong}").status_code == 401
     assert http.post(f"/api/orchestrators/Nope/{uid}?code={SECRET}").status_code == 404
-    body = http.post(f"/api/orchestrators/Delay/{uid}?code={SECRET}",
-                     json={"seconds": 5, "value": 1}).get_json()
+    body = http.post(f"/api/orchestrators/Held/{uid}?code={SECRET}",
+                     json={"key": uid}).get_json()
     assert SECRET in body["statusQueryGetUri"]  # the caller gets its own code= key back...
     for operation in ("suspend", "resume"):  # these log their reason at INFO
         path = f"/runtime/webhooks/durabletask/instances/{uid}/{operation}?reason=why&code={SECRET}"
@@ -69,6 +69,7 @@ def test_keys_never_reach_the_log(app, caplog, uid):
     assert logged  # something was logged (requests, the start)...
     assert SECRET not in logged  # ...but never a key
     http.post(f"/runtime/webhooks/durabletask/instances/{uid}/terminate?code={SECRET}")
+    release_all(redis_client, uid)
 
 
 # -- Redis URLs with a password and with TLS --------------------------------------------------
