@@ -15,6 +15,7 @@ import proj
 from singleton import OrchestrationClient
 
 from . import auth, errors, routes
+from .dashboard import register_dashboard
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     auth.install(app, settings.keys)
     app.register_blueprint(routes.starter)
     app.register_blueprint(routes.management)
+    register_dashboard(app, app.extensions[routes.EXTENSION], celery_app=proj.app, keys=settings.keys,
+                       config=os.environ if config is None else config)
     if settings.proxy_hops:
         n = settings.proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)

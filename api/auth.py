@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hmac
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 from werkzeug.exceptions import Unauthorized
 
 KEY_HEADER = "x-functions-key"
 KEY_PARAMETER = "code"
+# Blueprints that check credentials themselves (the dashboard's session cookie).
+OWN_CREDENTIALS = "own_credentials"
 
 
 def install(app: Flask, keys: tuple[str, ...]) -> None:
@@ -23,6 +25,8 @@ def install(app: Flask, keys: tuple[str, ...]) -> None:
 
     @app.before_request
     def require_key() -> None:
+        if request.blueprint in current_app.extensions.get(OWN_CREDENTIALS, ()):
+            return
         given = request.args.get(KEY_PARAMETER)
         if given is None:
             given = request.headers.get(KEY_HEADER)
@@ -33,6 +37,11 @@ def install(app: Flask, keys: tuple[str, ...]) -> None:
                 f"parameter or the '{KEY_HEADER}' header."
             )
         g.api_key = given
+
+
+def exempt(app: Flask, blueprint: str) -> None:
+    """Let `blueprint`, which checks its own credentials, skip the function-key check."""
+    app.extensions.setdefault(OWN_CREDENTIALS, set()).add(blueprint)
 
 
 def caller_key() -> str | None:

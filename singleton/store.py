@@ -816,6 +816,35 @@ class Store:
             pipe.zrevrangebyscore(key, newest_us, oldest_us, start=0, num=count, withscores=True)
         return [[(_text(m), int(s)) for m, s in rows] for rows in pipe.execute()]
 
+    # -- the dashboard's summary: bounded reads of every shard's two indexes -----
+    @_unavailable
+    def summary(self, since_us: int, sample: int) -> dict[str, Any]:
+        """Count live runs, indexed records and records created since `since_us`.
+
+        Also reads the status of up to `sample` live runs per shard, so live runs can
+        be told apart by status; ``sampled`` says whether that covered every live run.
+        Two round trips of at most ``SHARDS * (3 + sample)`` commands, whatever the
+        number of records.
+        """
+        pipe = self._redis.pipeline(transaction=False)
+        for alive, created in zip(self._shard_keys("alive"), self._shard_keys("created"), strict=True):
+            pipe.zcard(alive)
+            pipe.zcard(created)
+            pipe.zcount(created, since_us, "+inf")
+            pipe.zrange(alive, 0, sample - 1)
+        replies = pipe.execute()
+        live, records, recent = (sum(replies[n::4]) for n in range(3))
+        ids = [_text(m) for rows in replies[3::4] for m in rows]
+        pipe = self._redis.pipeline(transaction=False)
+        for instance_id in ids:
+            pipe.hget(self._keys(instance_id)[0], "status")
+        by_status: dict[str, int] = {}
+        for status in pipe.execute() if ids else []:
+            if status is not None:
+                by_status[_text(status)] = by_status.get(_text(status), 0) + 1
+        return {"live": live, "records": records, "created_since": recent,
+                "live_by_status": by_status, "sampled": len(ids) < live}
+
     # -- schedules (issue 5): beat tick outcomes and the one buffered tick ------
     # Keys, per instance, in the instance's shard (same hash slot as its record):
     #   <p>:{<s>}:ticks:<instance_id>   hash    how many beat ticks ended how: started,

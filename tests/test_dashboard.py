@@ -1,0 +1,208 @@
+"""The dashboard's pages, sessions and actions through Flask's test client, on the real
+Redis and a real worker (the browser tests drive the same pages in Chromium)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import uuid
+
+import pytest
+from markupsafe import escape
+
+from api import create_app
+from singleton import RuntimeStatus
+from singleton.worker import runtime
+from tests.workers import wait_until
+
+KEY = "operator-" + uuid.uuid4().hex
+VIEWER = "viewer-" + uuid.uuid4().hex
+XSS = '"><img src=x onerror=alert(1)>'
+
+
+def keyed_app(**extra: str):
+    return create_app({"API_KEYS": KEY, "DASHBOARD_READONLY_KEYS": VIEWER, **extra})
+
+
+def signed_in(app, key: str):
+    browser = app.test_client()
+    response = browser.post("/dashboard/login", data={"key": key, "next": "/dashboard/"})
+    assert response.status_code == 303, response.data
+    return browser
+
+
+def csrf_of(page: bytes) -> str:
+    return re.search(rb'<meta name="csrf-token" content="([^"]+)"', page).group(1).decode()
+
+
+def act(browser, action: str, body: dict, *, token: str | None):
+    headers = {} if token is None else {"X-CSRF-Token": token}
+    return browser.post(f"/dashboard/actions/{action}", json=body, headers=headers)
+
+
+@pytest.fixture(scope="module")
+def open_app(app):
+    return create_app({"API_AUTH": "anonymous"})
+
+
+# -- sessions ---------------------------------------------------------------------------
+def test_a_key_entered_once_opens_a_signed_httponly_strict_cookie_that_holds_no_key(app):
+    response = keyed_app().test_client().post("/dashboard/login", data={"key": KEY})
+    cookie = response.headers["Set-Cookie"]
+    assert response.status_code == 303 and response.headers["Location"] == "/dashboard/"
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/dashboard" in cookie
+    payload = cookie.split("=", 1)[1].split(".", 1)[0]
+    decoded = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    assert KEY.encode() not in decoded and KEY not in cookie and KEY not in response.headers["Location"]
+
+
+def test_without_a_session_pages_send_to_sign_in_and_actions_answer_401(app):
+    browser = keyed_app().test_client()
+    page = browser.get("/dashboard/instances/some-id")
+    assert page.status_code == 302 and page.headers["Location"].startswith("/dashboard/login?next=")
+    assert act(browser, "terminate", {"ids": ["x"]}, token="anything").status_code == 401
+    assert browser.get("/dashboard/login").status_code == 200
+
+
+def test_a_wrong_key_or_a_tampered_cookie_opens_nothing(app):
+    dash = keyed_app()
+    browser = dash.test_client()
+    wrong = browser.post("/dashboard/login", data={"key": KEY + "x"})
+    assert wrong.status_code == 401 and b"not valid" in wrong.data and "Set-Cookie" not in wrong.headers
+    browser.set_cookie("singleton_dashboard", "eyJrIjoiIiwiYyI6IngifQ.forged.signature", path="/dashboard")
+    assert browser.get("/dashboard/").status_code == 302
+
+
+def test_removing_a_key_from_the_configuration_ends_its_sessions(app):
+    before = signed_in(keyed_app(DASHBOARD_SECRET="fixed"), KEY)
+    cookie = before.get_cookie("singleton_dashboard", path="/dashboard").value
+    after = create_app({"API_KEYS": "another-key", "DASHBOARD_SECRET": "fixed"}).test_client()
+    after.set_cookie("singleton_dashboard", cookie, path="/dashboard")
+    assert after.get("/dashboard/").status_code == 302
+
+
+def test_sign_in_only_redirects_inside_the_dashboard(app):
+    browser = keyed_app().test_client()
+    for target in ("https://evil.example/", "//evil.example/", "/api/orchestrators/x"):
+        response = browser.post("/dashboard/login", data={"key": KEY, "next": target})
+        assert response.headers["Location"] == "/dashboard/"
+
+
+def test_the_api_still_wants_its_key_while_the_dashboard_has_its_session(app):
+    browser = signed_in(keyed_app(), KEY)
+    assert browser.get("/runtime/webhooks/durabletask/instances").status_code == 401
+    assert browser.get("/dashboard/").status_code == 200
+
+
+# -- actions are checked on the server ------------------------------------------------------
+@pytest.mark.usefixtures("worker")
+def test_an_action_without_the_sessions_csrf_token_is_refused_and_changes_nothing(app, client, uid):
+    client.start_new("ApprovalWorkflow", uid)
+    browser = signed_in(keyed_app(), KEY)
+    token = csrf_of(browser.get("/dashboard/").data)
+    for forged in (None, "", token[:-1] + "x"):
+        response = act(browser, "terminate", {"ids": [uid]}, token=forged)
+        assert response.status_code == 403 and response.get_json()["code"] == "csrf"
+    cross = browser.post("/dashboard/actions/terminate", json={"ids": [uid]},
+                         headers={"X-CSRF-Token": token, "Origin": "https://evil.example"})
+    assert cross.status_code == 403
+    assert client.get_status(uid).runtime_status.is_live
+    done = act(browser, "terminate", {"ids": [uid], "reason": "test over"}, token=token)
+    assert done.get_json()["succeeded"] == 1
+    assert client.get_status(uid).output == "test over"
+
+
+@pytest.mark.usefixtures("worker")
+def test_a_viewer_key_shows_pages_without_actions_and_the_server_refuses_its_actions(app, client, uid):
+    client.start_new("ApprovalWorkflow", uid)
+    viewer = signed_in(keyed_app(), VIEWER)
+    listing, detail = viewer.get(f"/dashboard/?prefix={uid}"), viewer.get(f"/dashboard/instances/{uid}")
+    assert uid.encode() in listing.data and b"read-only" in listing.data
+    for page in (listing.data, detail.data):
+        assert b'class="action"' not in page and b"data-batch" not in page and b"row-select" not in page
+    refused = act(viewer, "terminate", {"ids": [uid]}, token=csrf_of(detail.data))
+    assert refused.status_code == 403 and refused.get_json()["code"] == "read_only"
+    assert client.get_status(uid).runtime_status.is_live
+    client.terminate(uid)
+
+
+# -- escaping --------------------------------------------------------------------------------
+@pytest.mark.usefixtures("worker")
+def test_instance_ids_custom_status_and_outputs_are_escaped_everywhere(app, client, open_app, uid):
+    instance_id = f"{uid}{XSS}"
+    client.start_new("Delay", instance_id, {"seconds": 0, "value": f"<script>alert('{uid}')</script>"})
+    done = client.wait_for_completion(instance_id, 30)
+    # A custom status as a step's set_custom_status writes it, on a live run.
+    live_id = f"{uid}-live{XSS}"
+    client.start_new("ApprovalWorkflow", live_id)
+    store = runtime(app).store
+    assert store.set_custom_status(live_id, client.get_status(live_id).run_id, json.dumps({"note": XSS}))
+    browser = open_app.test_client()
+    pages = [browser.get(f"/dashboard/?prefix={uid}").data.decode(),
+             browser.get(f"/dashboard/instances/{instance_id}").data.decode(),
+             browser.get(f"/dashboard/instances/{live_id}").data.decode()]
+    for page in pages:
+        assert "<img src=x" not in page and "<script>alert" not in page
+    assert str(escape(instance_id)) in pages[0] and str(escape(live_id)) in pages[0]
+    assert "&lt;script&gt;alert(" in pages[1] and done.output.startswith("<script>")
+    assert "&lt;img src=x onerror=alert(1)&gt;" in pages[2]
+    client.terminate(live_id)
+
+
+# -- pages -------------------------------------------------------------------------------------
+@pytest.mark.usefixtures("worker")
+def test_the_list_shows_newest_first_filters_by_orchestrator_and_pages_by_token(app, client, open_app, uid):
+    ids = [f"{uid}-{n}" for n in range(3)]
+    for instance_id in ids:
+        client.start_new("HelloSequence", instance_id)
+    client.start_new("Delay", f"{uid}-delay", {"seconds": 0})
+    for instance_id in [*ids, f"{uid}-delay"]:
+        client.wait_for_completion(instance_id, 30)
+    browser = open_app.test_client()
+    page = browser.get(f"/dashboard/?prefix={uid}&name=HelloSequence&top=10").data.decode()
+    shown = re.findall(r'<tr data-id="([^"]+)"', page)
+    assert shown == ids[::-1]
+    first = browser.get(f"/dashboard/?prefix={uid}&top=10&status=Completed").data.decode()
+    assert len(re.findall(r'<tr data-id="', first)) == 4 and 'id="next-page"' not in first
+
+
+def test_a_bad_filter_or_token_is_an_html_error_page_not_a_traceback(open_app):
+    browser = open_app.test_client()
+    for query in ("status=Sleeping", "range=forever", "top=7", "range=custom&from=yesterday"):
+        response = browser.get(f"/dashboard/?{query}")
+        assert response.status_code == 400 and b'role="alert"' in response.data, query
+    token = browser.get("/dashboard/?page=not-a-token")
+    assert token.status_code == 400 and b"continuation token" in token.data
+    assert browser.get("/dashboard/instances/nobody-has-this-id").status_code == 404
+
+
+def test_every_page_carries_a_strict_content_security_policy(open_app):
+    response = open_app.test_client().get("/dashboard/")
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Frame-Options"] == "DENY" and response.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.usefixtures("worker")
+def test_purging_everything_matching_reports_the_live_ones_as_failures(app, client, open_app, uid):
+    for n in range(2):
+        client.start_new("HelloSequence", f"{uid}-{n}")
+        client.wait_for_completion(f"{uid}-{n}", 30)
+    client.start_new("ApprovalWorkflow", f"{uid}-live")
+    browser = open_app.test_client()
+    token = csrf_of(browser.get("/dashboard/").data)
+    report = act(browser, "purge", {"filter": f"?prefix={uid}"}, token=token).get_json()
+    assert report["succeeded"] == 2 and report["failedByReason"] == {"instance_is_live": 1}
+    assert report["failed"][0]["instanceId"] == f"{uid}-live"
+    wait_until(lambda: client.get_status(f"{uid}-0") is None, 5, "the purge to be visible")
+    client.terminate(f"{uid}-live")
+
+
+def test_the_summary_counts_live_runs_by_status_and_recent_starts(store):
+    for n in range(3):
+        store.claim(f"sum-{n}", "HelloSequence", f"run-{n}", "null")
+    store.end_run("sum-0", "run-0", RuntimeStatus.COMPLETED, "null")
+    summary = store.summary(0, sample=25)
+    assert summary == {"live": 2, "records": 3, "created_since": 3,
+                       "live_by_status": {"Pending": 2}, "sampled": False}
+    assert store.summary(2**62, sample=1)["created_since"] == 0
