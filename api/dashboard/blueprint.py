@@ -99,7 +99,9 @@ def secure(response: Response) -> Response:
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    # "same-origin", not "no-referrer": with no referrer, Chromium sends "Origin: null" on
+    # the sign-in form, which the origin check must refuse.
+    response.headers["Referrer-Policy"] = "same-origin"
     if request.endpoint != "dashboard.static":
         response.headers["Cache-Control"] = "no-store"
     return response
