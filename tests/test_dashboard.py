@@ -206,3 +206,38 @@ def test_the_summary_counts_live_runs_by_status_and_recent_starts(store):
     assert summary == {"live": 2, "records": 3, "created_since": 3,
                        "live_by_status": {"Pending": 2}, "sampled": False}
     assert store.summary(2**62, sample=1)["created_since"] == 0
+
+
+@pytest.mark.usefixtures("worker")
+def test_suspend_resume_and_restart_go_through_the_client_as_the_status_allows(app, client, open_app, uid):
+    client.start_new("ApprovalWorkflow", uid)
+    browser = open_app.test_client()
+    token = csrf_of(browser.get(f"/dashboard/instances/{uid}").data)
+    assert act(browser, "suspend", {"ids": [uid], "reason": "r"}, token=token).get_json()["succeeded"] == 1
+    assert client.get_status(uid).runtime_status is RuntimeStatus.SUSPENDED
+    page = browser.get(f"/dashboard/instances/{uid}").data.decode()
+    assert re.search(r'id="do-suspend"\s+disabled title="Already suspended."', page)
+    twice = act(browser, "suspend", {"ids": [uid]}, token=token).get_json()
+    assert twice["succeeded"] == 0 and twice["failedByReason"] == {"invalid_transition": 1}
+    assert act(browser, "resume", {"ids": [uid]}, token=token).get_json()["succeeded"] == 1
+    same_while_live = act(browser, "restart", {"ids": [uid], "sameId": True}, token=token).get_json()
+    assert same_while_live["failedByReason"] == {"instance_already_exists": 1}
+    assert act(browser, "raise-event", {"ids": [uid], "eventName": "Approval", "data": "true"},
+               token=token).get_json()["succeeded"] == 1
+    assert client.wait_for_completion(uid, 30).output == {"approved": True}
+    again = act(browser, "restart", {"ids": [uid], "sameId": True}, token=token).get_json()
+    assert again["started"] == [uid] and client.get_status(uid).runtime_status.is_live
+    fresh = act(browser, "restart", {"ids": [uid]}, token=token).get_json()["started"][0]
+    assert fresh != uid and client.get_status(fresh).name == "ApprovalWorkflow"
+    for instance_id in (uid, fresh):
+        client.terminate(instance_id)
+
+
+def test_an_event_with_data_that_is_not_json_is_refused_before_anything_is_sent(open_app):
+    browser = open_app.test_client()
+    token = csrf_of(browser.get("/dashboard/").data)
+    bad = act(browser, "raise-event", {"ids": ["x"], "eventName": "Approval", "data": "{nope"}, token=token)
+    assert bad.status_code == 400 and bad.get_json()["code"] == "invalid_event"
+    nameless = act(browser, "raise-event", {"ids": ["x"], "eventName": "", "data": "1"}, token=token)
+    assert nameless.status_code == 400
+    assert act(browser, "explode", {"ids": ["x"]}, token=token).status_code == 404
