@@ -305,19 +305,26 @@ def test_screenshots_of_the_list_and_detail_pages(driver, server, client, redis_
     client.start_new("ApprovalWorkflow", f"{demo}-approval")
     client.start_new("ApprovalWorkflow", f"{demo}-suspended")
     client.suspend(f"{demo}-suspended", "maintenance")
+    client.start_new("ApprovalWorkflow", f"{demo}-cancelled")
+    client.terminate(f"{demo}-cancelled", "no longer needed")
+    client.start_new("Counter", f"{demo}-counter", {"count": 0, "interval": 1})
     client.start_new("Held", f"{demo}-held", {"key": uid})
     wait_until(lambda: events(redis_client, uid), WAIT_S, "the held step to start")
+    wait_until(lambda: client.get_status(f"{demo}-counter").custom_status, WAIT_S, "a custom status")
     sign_in(driver, server, KEY)
     driver.get(f"{server.url}/dashboard/?prefix={demo}")
-    until(driver, lambda d: len(rows(d)) == 6, "the demo rows")
+    until(driver, lambda d: len(rows(d)) == 8, "the demo rows")
     driver.save_screenshot(str(shots / "dashboard-list.png"))
     driver.get(detail_url(server, f"{demo}-hello-tokyo"))
     until(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gantt .bar")) == 3, "the timeline")
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1400, height + 140)  # the whole page, actions included
     driver.save_screenshot(str(shots / "dashboard-detail.png"))
+    driver.set_window_size(1400, 1000)
     for name in ("dashboard-list.png", "dashboard-detail.png"):
         assert (shots / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     release(redis_client, uid)
-    for suffix in ("approval", "suspended"):
+    for suffix in ("approval", "suspended", "counter"):
         client.terminate(f"{demo}-{suffix}")
 
 

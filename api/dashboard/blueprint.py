@@ -64,10 +64,19 @@ def require_action() -> None:
     current = session()
     if not current.can_act:
         raise Refused(403, "read_only", "This session is read-only: actions need an operator key.")
+    require_action_token()
+
+
+def require_action_token() -> None:
+    """Refuse a request from another origin or without the session's CSRF token.
+
+    Raises:
+        Refused: 403.
+    """
     origin = request.headers.get("Origin")
     if origin and urlsplit(origin).netloc != request.host:
         raise Refused(403, "cross_origin", "Actions are accepted from the dashboard's own pages only.")
-    if not tokens_match(request.headers.get(CSRF_HEADER) or request.form.get("csrf"), current.csrf):
+    if not tokens_match(request.headers.get(CSRF_HEADER) or request.form.get("csrf"), session().csrf):
         raise Refused(403, "csrf", "The CSRF token is missing or wrong: reload the page.")
 
 

@@ -17,6 +17,7 @@ COLLAPSE_LINES = 25
 TIMELINE_WIDTH = 760
 TIMELINE_ROW = 24
 TIMELINE_LABEL = 190
+AXIS_HEIGHT = 22
 
 
 def when(moment: datetime) -> str:
@@ -102,6 +103,7 @@ class Bar:
     width: float
     y: float
     title: str
+    took: str
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,11 @@ class Timeline:
     height: int
     label_width: int
     total: str
+
+    @property
+    def axis_y(self) -> int:
+        """Return where the time axis runs, below the last bar."""
+        return self.height - AXIS_HEIGHT + 4
 
 
 def timeline(status: OrchestrationStatus, now: datetime) -> Timeline:
@@ -134,13 +141,15 @@ def timeline(status: OrchestrationStatus, now: datetime) -> Timeline:
         seconds = max(0.0, (step.ended - step.started).total_seconds())
         bars.append(Bar(step.name.rsplit(".", 1)[-1], step.outcome, TIMELINE_LABEL + offset * scale,
                         max(2.0, seconds * scale), n * TIMELINE_ROW,
-                        f"{step.name}: {step.outcome} in {duration(seconds)} (from {when(step.started)})"))
+                        f"{step.name}: {step.outcome} in {duration(seconds)} (from {when(step.started)})",
+                        duration(seconds)))
     if status.runtime_status.is_live:
         since = steps[-1].ended if steps else start
         offset = max(0.0, (since - start).total_seconds())
         seconds = max(0.0, (end - since).total_seconds())
         label = "waiting" if status.runtime_status is RuntimeStatus.SUSPENDED else "in progress"
         bars.append(Bar(label, "Live", TIMELINE_LABEL + offset * scale, max(2.0, seconds * scale),
-                        len(steps) * TIMELINE_ROW, f"{label} for {duration(seconds)} so far"))
-    return Timeline(bars, TIMELINE_WIDTH, max(1, len(bars)) * TIMELINE_ROW, TIMELINE_LABEL,
-                    duration(span))
+                        len(steps) * TIMELINE_ROW, f"{label} for {duration(seconds)} so far",
+                        duration(seconds)))
+    height = max(1, len(bars)) * TIMELINE_ROW + AXIS_HEIGHT
+    return Timeline(bars, TIMELINE_WIDTH, height, TIMELINE_LABEL, duration(span))

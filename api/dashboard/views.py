@@ -13,7 +13,7 @@ from singleton import RuntimeStatus, orchestrator_names, validate_instance_id
 
 from . import present
 from .access import COOKIE_NAME
-from .blueprint import context, dashboard, session
+from .blueprint import context, dashboard, require_action_token, session
 from .filters import PAGE_SIZES, PRESETS, REFRESH_CHOICES, Filters, ListQueryError, matching_page
 
 
@@ -49,6 +49,7 @@ def _login_refused(error: str, status: int) -> tuple[str, int]:
 @dashboard.post("/logout")
 def logout() -> Response:
     """End the session (the cookie is dropped; on an open dashboard a new one follows)."""
+    require_action_token()
     response = redirect(url_for("dashboard.login_form"), 303)
     response.delete_cookie(COOKIE_NAME, path=context().access.cookie_options()["path"])
     return response

@@ -29,6 +29,10 @@
 
   async function fragment(url) {
     const response = await fetch(url, {credentials: "same-origin", headers: {"Accept": "text/html"}});
+    if (response.status === 401 || response.status === 404) {
+      window.location.reload();  // signed out, or purged: the full page says so
+      throw new Error("HTTP " + response.status);
+    }
     if (!response.ok) { throw new Error("HTTP " + response.status); }
     const holder = document.createElement("template");
     holder.innerHTML = await response.text();  // our own server-escaped HTML
