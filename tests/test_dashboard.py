@@ -14,7 +14,6 @@ from markupsafe import escape
 from api import create_app
 from singleton import RuntimeStatus
 from singleton.worker import runtime
-from tests.workers import wait_until
 
 KEY = "operator-" + uuid.uuid4().hex
 VIEWER = "viewer-" + uuid.uuid4().hex
@@ -184,17 +183,34 @@ def test_every_page_carries_a_strict_content_security_policy(open_app):
 
 
 @pytest.mark.usefixtures("worker")
-def test_purging_everything_matching_reports_the_live_ones_as_failures(app, client, open_app, uid):
+def test_actions_over_the_filter_aim_at_the_statuses_they_apply_to(app, client, open_app, uid):
     for n in range(2):
         client.start_new("HelloSequence", f"{uid}-{n}")
         client.wait_for_completion(f"{uid}-{n}", 30)
     client.start_new("ApprovalWorkflow", f"{uid}-live")
     browser = open_app.test_client()
     token = csrf_of(browser.get("/dashboard/").data)
-    report = act(browser, "purge", {"filter": f"?prefix={uid}"}, token=token).get_json()
-    assert report["succeeded"] == 2 and report["failedByReason"] == {"instance_is_live": 1}
-    assert report["failed"][0]["instanceId"] == f"{uid}-live"
-    wait_until(lambda: client.get_status(f"{uid}-0") is None, 5, "the purge to be visible")
+    purged = act(browser, "purge", {"filter": f"?prefix={uid}"}, token=token).get_json()
+    assert (purged["succeeded"], purged["failed"], purged["moreRemain"]) == (2, [], False)
+    assert client.get_status(f"{uid}-0") is None and client.get_status(f"{uid}-live").runtime_status.is_live
+    none_live = act(browser, "terminate", {"filter": f"?prefix={uid}&status=Completed"}, token=token)
+    assert none_live.get_json()["succeeded"] == 0
+    terminated = act(browser, "terminate", {"filter": f"?prefix={uid}", "reason": "all"}, token=token)
+    assert terminated.get_json()["succeeded"] == 1 and client.get_status(f"{uid}-live").output == "all"
+
+
+@pytest.mark.usefixtures("worker")
+def test_a_batch_over_selected_ids_reports_why_each_failure_failed(app, client, open_app, uid):
+    client.start_new("HelloSequence", f"{uid}-done")
+    client.wait_for_completion(f"{uid}-done", 30)
+    client.start_new("ApprovalWorkflow", f"{uid}-live")
+    browser = open_app.test_client()
+    token = csrf_of(browser.get("/dashboard/").data)
+    ids = [f"{uid}-done", f"{uid}-live", f"{uid}-unknown"]
+    report = act(browser, "purge", {"ids": ids}, token=token).get_json()
+    assert report["succeeded"] == 1
+    assert report["failedByReason"] == {"instance_is_live": 1, "instance_not_found": 1}
+    assert [f["instanceId"] for f in report["failed"]] == ids[1:]
     client.terminate(f"{uid}-live")
 
 

@@ -2,8 +2,9 @@
 
 Every action needs an operator session and the session's CSRF token (see
 ``blueprint.require_action``). An action applies to the instance IDs given, or to
-everything matching the list filters (at most MAX_BATCH instances per request), and
-answers how many succeeded and why the others failed.
+everything matching the list filters (at most MAX_BATCH instances per request; live
+ones for terminate, finished ones for purge), and answers how many succeeded and why
+the others failed.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -21,6 +23,7 @@ from werkzeug.datastructures import MultiDict
 from singleton import (
     InstanceNotFound,
     OrchestrationClient,
+    RuntimeStatus,
     ServiceUnavailable,
     SingletonError,
     validate_event_name,
@@ -129,5 +132,11 @@ def _targets(action: str, body: dict[str, Any]) -> tuple[list[str], bool]:
         filters = Filters.parse(MultiDict(pairs), datetime.now(UTC))
     except ListQueryError as exc:
         raise Refused(400, "invalid_filter", str(exc)) from None
-    return each_matching(context().client, filters, MAX_BATCH)
+    # Over a filter, terminate aims at the live instances and purge at the finished ones
+    # only; an instance that changed status meanwhile is reported as a failure.
+    live = action == "terminate"
+    statuses = tuple(s for s in filters.statuses or RuntimeStatus if s.is_live == live)
+    if not statuses:
+        return [], False
+    return each_matching(context().client, replace(filters, statuses=statuses), MAX_BATCH)
 

@@ -123,7 +123,8 @@
         const action = button.dataset.batch;
         const batch = document.getElementById("batch");
         const onSelection = button.dataset.scope === "selected";
-        const what = onSelection ? selected.size + " selected instance(s)" : "every instance matching the filters";
+        const what = onSelection ? selected.size + " selected instance(s)"
+          : "every " + (action === "purge" ? "finished" : "live") + " instance matching the filters";
         const verb = action === "purge" ? "Purge (delete the records of) " : "Terminate ";
         const reason = await ask(verb + what + "?", action === "terminate");
         if (reason === null) { return; }
