@@ -56,6 +56,17 @@ def test_a_key_entered_once_opens_a_signed_httponly_strict_cookie_that_holds_no_
     assert KEY.encode() not in decoded and KEY not in cookie and KEY not in response.headers["Location"]
 
 
+def test_the_cookie_is_secure_over_https_or_when_configured(app):
+    over_https = keyed_app().test_client().post("/dashboard/login", data={"key": KEY},
+                                                base_url="https://dash.example")
+    assert "Secure" in over_https.headers["Set-Cookie"]
+    configured = keyed_app(DASHBOARD_SECURE_COOKIE="true").test_client().post("/dashboard/login",
+                                                                              data={"key": KEY})
+    assert "Secure" in configured.headers["Set-Cookie"]
+    plain = keyed_app().test_client().post("/dashboard/login", data={"key": KEY})
+    assert "Secure" not in plain.headers["Set-Cookie"]
+
+
 def test_without_a_session_pages_send_to_sign_in_and_actions_answer_401(app):
     browser = keyed_app().test_client()
     page = browser.get("/dashboard/instances/some-id")
@@ -164,6 +175,15 @@ def test_the_list_shows_newest_first_filters_by_orchestrator_and_pages_by_token(
     assert shown == ids[::-1]
     first = browser.get(f"/dashboard/?prefix={uid}&top=10&status=Completed").data.decode()
     assert len(re.findall(r'<tr data-id="', first)) == 4 and 'id="next-page"' not in first
+
+
+@pytest.mark.usefixtures("worker")
+def test_large_json_starts_collapsed_and_small_json_open(client, open_app, uid):
+    client.start_new("ApprovalWorkflow", uid, {"timeout": 3600, "default": list(range(2000))})
+    page = open_app.test_client().get(f"/dashboard/instances/{uid}").data.decode()
+    assert re.search(r'<details class="json" id="input"\s*>', page)
+    assert re.search(r'<details class="json" id="output"\s+open>', page)
+    client.terminate(uid)
 
 
 def test_a_bad_filter_or_token_is_an_html_error_page_not_a_traceback(open_app):

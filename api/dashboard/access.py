@@ -44,7 +44,8 @@ class AccessConfig:
         readonly_keys: viewer keys (DASHBOARD_READONLY_KEYS).
         secret: the cookie-signing secret: DASHBOARD_SECRET when set, else derived
             from every key, so all web workers agree and a key change ends sessions.
-        secure_cookie: mark the cookie Secure (DASHBOARD_SECURE_COOKIE; for HTTPS).
+        secure_cookie: always mark the cookie Secure (DASHBOARD_SECURE_COOKIE); it is
+            Secure anyway on a request that came over HTTPS.
     """
 
     keys: tuple[str, ...] = field(repr=False)
@@ -123,10 +124,13 @@ class Access:
         role = self._roles.get(data.get("k"))
         return None if role is None else Session(role, data["c"])
 
-    def cookie_options(self) -> dict[str, Any]:
-        """Return the keyword arguments of ``Response.set_cookie`` for the session."""
+    def cookie_options(self, *, https: bool = False) -> dict[str, Any]:
+        """Return the keyword arguments of ``Response.set_cookie`` for the session.
+
+        The cookie is Secure when configured so, or when the request came over HTTPS.
+        """
         return {"max_age": SESSION_HOURS * 3600, "path": COOKIE_PATH, "httponly": True,
-                "samesite": "Strict", "secure": self.config.secure_cookie}
+                "samesite": "Strict", "secure": self.config.secure_cookie or https}
 
     def _fingerprint(self, key: str) -> str:
         return hmac.new(self.config.secret, key.encode(), hashlib.sha256).hexdigest()[:32]

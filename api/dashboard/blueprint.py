@@ -104,7 +104,7 @@ def _template_globals() -> dict[str, Any]:
 def secure(response: Response) -> Response:
     cookie = g.get("new_cookie")
     if cookie:
-        response.set_cookie(COOKIE_NAME, cookie, **context().access.cookie_options())
+        response.set_cookie(COOKIE_NAME, cookie, **context().access.cookie_options(https=request.is_secure))
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["X-Frame-Options"] = "DENY"

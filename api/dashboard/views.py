@@ -38,7 +38,7 @@ def login() -> Any:
     if access.role_of(key) is None:
         return _login_refused("That key is not valid for this dashboard.", 401)
     response = redirect(_next_url(), 303)
-    response.set_cookie(COOKIE_NAME, access.issue(key), **access.cookie_options())
+    response.set_cookie(COOKIE_NAME, access.issue(key), **access.cookie_options(https=request.is_secure))
     return response
 
 
