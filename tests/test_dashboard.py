@@ -7,6 +7,7 @@ import base64
 import json
 import re
 import uuid
+from datetime import datetime, timedelta
 
 import pytest
 from markupsafe import escape
@@ -183,6 +184,22 @@ def test_large_json_starts_collapsed_and_small_json_open(client, open_app, uid):
     page = open_app.test_client().get(f"/dashboard/instances/{uid}").data.decode()
     assert re.search(r'<details class="json" id="input"\s*>', page)
     assert re.search(r'<details class="json" id="output"\s+open>', page)
+    client.terminate(uid)
+
+
+@pytest.mark.usefixtures("worker")
+def test_a_custom_created_range_in_utc_selects_by_creation_time(client, open_app, uid):
+    client.start_new("ApprovalWorkflow", uid)
+    created = client.get_status(uid).created_time
+    browser = open_app.test_client()
+
+    def shown(start: datetime, end: datetime) -> list[str]:
+        query = f"range=custom&from={start:%Y-%m-%dT%H:%M:%S}&to={end:%Y-%m-%dT%H:%M:%S}&prefix={uid}"
+        return re.findall(r'<tr data-id="([^"]+)"', browser.get(f"/dashboard/?{query}").data.decode())
+
+    minute = timedelta(minutes=1)
+    assert shown(created - minute, created + minute) == [uid]
+    assert shown(created + minute, created + 2 * minute) == []
     client.terminate(uid)
 
 
