@@ -16,6 +16,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from singleton import OrchestrationClient
 
 from . import auth, cors, errors, routes
+from .dashboard import register_dashboard
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +127,8 @@ def create_app(config: Mapping[str, Any] | None = None, celery_app: Celery | Non
     app.url_map.merge_slashes = False  # a merge answers with an HTML redirect
     errors.install(app)
     auth.install(app, settings.keys)
+    register_dashboard(app, app.extensions[routes.EXTENSION], celery_app=celery_app, keys=settings.keys,
+                       config=os.environ if config is None else config)
     if settings.proxy_hops:
         n = settings.proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)

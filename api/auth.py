@@ -11,11 +11,13 @@ from __future__ import annotations
 import hmac
 from collections.abc import Collection
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 from werkzeug.exceptions import Unauthorized
 
 KEY_HEADER = "x-functions-key"
 KEY_PARAMETER = "code"
+# Blueprints that check credentials themselves (the dashboard's session cookie).
+OWN_CREDENTIALS = "own_credentials"
 
 
 def install(app: Flask, keys: tuple[str, ...], *, blueprints: Collection[str] | None = None) -> None:
@@ -34,6 +36,8 @@ def install(app: Flask, keys: tuple[str, ...], *, blueprints: Collection[str] | 
     @app.before_request
     def require_key() -> None:
         if request.method == "OPTIONS":
+            return
+        if request.blueprint in current_app.extensions.get(OWN_CREDENTIALS, ()):
             return
         if blueprints is not None and request.blueprint not in blueprints:
             return
@@ -58,6 +62,11 @@ def query_key() -> str | None:
     out of query strings, and so out of the access logs of whoever follows them.
     """
     return g.get("query_key")
+
+
+def exempt(app: Flask, blueprint: str) -> None:
+    """Let `blueprint`, which checks its own credentials, skip the function-key check."""
+    app.extensions.setdefault(OWN_CREDENTIALS, set()).add(blueprint)
 
 
 def _matches(given: bytes, keys: tuple[bytes, ...]) -> bool:

@@ -150,11 +150,37 @@ def read_latency(app: Celery, count: int, calls: int) -> dict[str, float]:
     filtered = _timed(
         lambda: client.get_status_by(runtime_status=[RuntimeStatus.COMPLETED], page_size=100), page_calls
     )
+    dashboard = _timed(dashboard_page(app, client), page_calls)
     figures = {}
-    for name, spent in (("status", status), ("page", pages), ("filtered_page", filtered)):
+    for name, spent in (("status", status), ("page", pages), ("filtered_page", filtered),
+                        ("dashboard_page", dashboard)):
         figures[f"{name}_p50"] = 1000 * percentile(spent, 0.5)
         figures[f"{name}_p99"] = 1000 * percentile(spent, 0.99)
     return figures
+
+
+_DASHBOARDS: dict[int, Any] = {}
+
+
+def dashboard_page(app: Celery, client: Any) -> Callable[[], None]:
+    """Return a call that renders the dashboard's list page (100 rows and the live summary)
+    through a Flask app serving only the dashboard on `app` (built once per app, so its
+    templates are compiled before the timed calls)."""
+    from flask import Flask
+
+    from api.dashboard import register_dashboard
+
+    if id(app) not in _DASHBOARDS:
+        web = Flask(f"bench-dashboard-{id(app)}")
+        register_dashboard(web, client, celery_app=app, keys=(), config={})
+        _DASHBOARDS[id(app)] = web.test_client()
+    browser = _DASHBOARDS[id(app)]
+
+    def render() -> None:
+        response = browser.get("/dashboard/?top=100")
+        assert response.status_code == 200 and response.data.count(b"<tr data-id=") == 100
+
+    return render
 
 
 def run(
@@ -191,7 +217,8 @@ def run(
             samples[size].append(figures)
             log(f"store scale rep {rep + 1} {size:>7d} records: status p50 {figures['status_p50']:.3f} ms, "
                 f"page p50 {figures['page_p50']:.2f} ms, "
-                f"filtered page p50 {figures['filtered_page_p50']:.2f} ms")
+                f"filtered page p50 {figures['filtered_page_p50']:.2f} ms, "
+                f"dashboard list page p50 {figures['dashboard_page_p50']:.2f} ms")
     return {
         size: {
             "fill_seconds": fills[size],

@@ -38,6 +38,7 @@ STARTUP_TIMEOUT_S = 120
 BANNER = """
 Everything is up.
   API     http://127.0.0.1:{port}  ({api_auth})
+  Dashboard http://127.0.0.1:{port}/dashboard/  ({api_auth})
   Flower  http://127.0.0.1:{flower_port}  ({flower_auth})
   Redis   {redis_url}
 Start HelloSequence twice with one ID (202, then 409):

@@ -297,6 +297,36 @@ class Store:
             self._run("reap", instance_id, [self._retention_us, lost_json, timed_out_json], client=pipe)
         return [ReapVerdict(_text(outcome)) for outcome in pipe.execute()]
 
+    # -- the dashboard's summary: bounded reads of every shard's two indexes ------
+    @_unavailable
+    def summary(self, since_us: int, sample: int) -> dict[str, Any]:
+        """Count live runs, indexed records and records created since `since_us`.
+
+        Also reads the status of up to `sample` live runs per shard, so live runs can
+        be told apart by status; ``sampled`` says whether that covered every live run.
+        Two round trips of at most ``SHARDS * (3 + sample)`` commands, whatever the
+        number of records.
+        """
+        pipe = self._redis.pipeline(transaction=False)
+        shards = zip(self._keyspace.per_shard("alive"), self._keyspace.per_shard("created"), strict=True)
+        for alive, created in shards:
+            pipe.zcard(alive)
+            pipe.zcard(created)
+            pipe.zcount(created, since_us, "+inf")
+            pipe.zrange(alive, 0, sample - 1)
+        replies = pipe.execute()
+        live, records, recent = (sum(replies[n::4]) for n in range(3))
+        ids = [_text(m) for rows in replies[3::4] for m in rows]
+        pipe = self._redis.pipeline(transaction=False)
+        for instance_id in ids:
+            pipe.hget(self.keys(instance_id).record, "status")
+        by_status: dict[str, int] = {}
+        for status in pipe.execute() if ids else []:
+            if status is not None:
+                by_status[_text(status)] = by_status.get(_text(status), 0) + 1
+        return {"live": live, "records": records, "created_since": recent,
+                "live_by_status": by_status, "sampled": len(ids) < live}
+
     # -- reads ------------------------------------------------------------------
     def read(self, instance_id: str) -> dict[str, str] | None:
         """Return the record's fields, or None when there is no record."""
