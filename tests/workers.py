@@ -30,8 +30,12 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
 class Worker:
     """``celery -A proj worker`` as a subprocess in its own process group."""
 
-    def __init__(self, log: Path, *, concurrency: int = 2, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, log: Path, *, concurrency: int = 2, env: dict[str, str] | None = None,
+        imports: tuple[str, ...] = ("tests.probe",),
+    ) -> None:
         self.log = Path(log)
+        self.imports = imports
         self.name = f"test-{uuid.uuid4().hex[:6]}@localhost"
         self.concurrency = concurrency
         self.env = {**os.environ, **(env or {})}
@@ -41,7 +45,7 @@ class Worker:
         """Start the worker and wait until it logs that it is ready."""
         args = [
             sys.executable, "-m", "celery", "-A", "proj", "worker", "-n", self.name,
-            "-I", "tests.probe", "-c", str(self.concurrency), "--loglevel=INFO",
+            "-I", ",".join(self.imports), "-c", str(self.concurrency), "--loglevel=INFO",
             "--without-gossip", "--without-mingle",
         ]
         with self.log.open("ab") as out:
