@@ -4,7 +4,12 @@ Load: starts of the examples under shared IDs (some eternal, some waiting for
 events), events, terminates and same-ID restarts mid-flight, suspends and resumes,
 and bursts of concurrent duplicate starts. Faults: SIGKILLed workers (restarted) and
 pool children, and one Redis restart. A burst is the check of the singleton rule:
-on a live run it must get no 202, on a free ID at most one.
+on a live run it must get no 202, on a free ID at most one; every single start (and
+same-ID restart) is checked the same way, from the ID's status just before and after.
+
+Around the Redis restart, writes are paused (``CLIENT PAUSE ... WRITE``) while the
+records are read, on the old server just before it stops and on the new one just after
+it answers, so the two snapshots must be equal: any difference is a lost write.
 """
 
 from __future__ import annotations
@@ -19,11 +24,15 @@ import time
 from collections import Counter
 from typing import Any
 
+import redis
+
 from .stack import Stack
 
 HTTP_TIMEOUT = 15.0
 BURST = 30
 WEBHOOK = "/runtime/webhooks/durabletask/instances"
+# Longest a snapshot may keep the server's writes paused (milliseconds).
+PAUSE_MS = 10_000
 
 
 class Driver:
@@ -35,6 +44,9 @@ class Driver:
         self.ops: list[dict[str, Any]] = []
         self.faults: list[dict[str, Any]] = []
         self.bursts: list[dict[str, Any]] = []
+        self.starts: list[dict[str, Any]] = []
+        self.redis_snapshots: tuple[dict[str, Any], dict[str, Any]] | None = None
+        self.restart_windows: list[tuple[float, float]] = []
         self.codes: Counter[str] = Counter()
         self.redis_check: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -60,8 +72,20 @@ class Driver:
             conn.close()
 
     def start(self, name: str, instance_id: str, body: Any = None) -> int:
-        code = self.http("POST", f"/api/orchestrators/{name}/{instance_id}", body)
-        self._record("start", instance_id, code, name=name)
+        """Start `name` as `instance_id`; record the answer with the ID's status around it."""
+        return self._claim("start", instance_id, "POST", f"/api/orchestrators/{name}/{instance_id}",
+                           body, name=name)
+
+    def _claim(self, op: str, instance_id: str, method: str, path: str, body: Any = None,
+               **extra: Any) -> int:
+        before, t0 = self._status(instance_id), time.time()
+        code = self.http(method, path, body)
+        t = time.time()
+        after = self._status(instance_id)
+        self._record(op, instance_id, code, **extra)
+        with self._lock:
+            self.starts.append({"op": op, "instance": instance_id, "t0": t0, "t": t, "before": before,
+                                "after": after, "codes": {str(code): 1}})
         return code
 
     def _record(self, op: str, instance_id: str, code: int, **extra: Any) -> None:
@@ -118,8 +142,8 @@ class Driver:
                 code = self.http("POST", f"{WEBHOOK}/{instance_id}/terminate")
                 self._record("terminate", instance_id, code)
             elif action == "restart":
-                code = self.http("POST", f"{WEBHOOK}/{instance_id}/restart?restartWithNewInstanceId=false")
-                self._record("restart", instance_id, code)
+                self._claim("restart", instance_id, "POST",
+                            f"{WEBHOOK}/{instance_id}/restart?restartWithNewInstanceId=false")
             else:
                 self._record("suspend", instance_id, self.http("POST", f"{WEBHOOK}/{instance_id}/suspend"))
                 self._stop.wait(self.rng.uniform(0.2, 1))
@@ -135,7 +159,7 @@ class Driver:
             self._burst(instance_id)
 
     def _burst(self, instance_id: str) -> None:
-        before = self._status(instance_id)
+        before, t0 = self._status(instance_id), time.time()
         barrier = threading.Barrier(BURST)
         codes: list[int] = []
 
@@ -152,8 +176,8 @@ class Driver:
             thread.join(HTTP_TIMEOUT + 15)
         after = self._status(instance_id)
         with self._lock:
-            self.bursts.append({"instance": instance_id, "t": time.time(), "before": before,
-                                "after": after, "codes": dict(Counter(codes))})
+            self.bursts.append({"instance": instance_id, "t0": t0, "t": time.time(), "before": before,
+                                "after": after, "codes": {str(c): n for c, n in Counter(codes).items()}})
 
     def _status(self, instance_id: str) -> dict[str, Any] | None:
         try:
@@ -198,19 +222,36 @@ class Driver:
         self._fault("kill-child", pids=[pid], worker=worker.name)
 
     def _restart_redis(self) -> None:
-        before = self._records()
+        began = time.time()
+        before = self._frozen_records(resume=False)  # paused until the server stops
         self.stack.restart_redis()
-        self._fault("restart-redis", pids=[])
-        after = self._records()
-        lost = [i for i, fence in before.items() if i not in after or after[i] < fence]
+        after = self._frozen_records(resume=True)
+        self.restart_windows.append((began, time.time()))
+        self._fault("restart-redis", pids=[], began=began)
+        self.redis_snapshots = (before, after)
+        lost = [i for i, record in before.items() if after.get(i) != record]
         self.redis_check = {"records_before": len(before), "records_after": len(after), "lost": lost}
 
-    def _records(self) -> dict[str, int]:
+    def _frozen_records(self, *, resume: bool) -> dict[str, Any]:
+        # Writes wait while the records are read: the snapshot is one moment of the server.
+        # Without `resume` the pause lasts until the server stops (the restart's first half).
+        server = redis.Redis.from_url(self.stack.redis.url)
+        try:
+            server.client_pause(PAUSE_MS, all=False)
+            records = self._records()
+            if resume:
+                server.client_unpause()
+        finally:
+            server.close()
+        return records
+
+    def _records(self) -> dict[str, Any]:
         from singleton.runtime import runtime
 
         ids = [s.instance_id for s in self.client.get_status_all(show_input=False)]
         rows = runtime(self.client._app).store.read_many(ids)
-        return {i: int(row["fence"]) for i, row in zip(ids, rows, strict=True) if row}
+        return {i: {"run": row["run"], "fence": row["fence"], "status": row["status"]}
+                for i, row in zip(ids, rows, strict=True) if row}
 
     def _fault(self, fault: str, **extra: Any) -> None:
         with self._lock:

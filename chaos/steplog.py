@@ -2,7 +2,11 @@
 
 Workers load this module with ``-I chaos.steplog``; lines go to
 ``$CHAOS_LOG_DIR/steps-<pid>.jsonl`` (append, one write per line, flushed at once),
-so a SIGKILLed process loses nothing it wrote.
+so a SIGKILLed process loses nothing it wrote. Each execution has its own id
+(``exec``), written on its start and its end: the checker pairs them by that id, never
+by process id, which the system reuses after a kill. Beat's starter ticks are logged
+too (``tick`` lines with their outcome: started, skipped, buffered), so the runs beat
+started are accounted for beside the driver's.
 """
 
 from __future__ import annotations
@@ -10,18 +14,27 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from typing import Any
 
+from celery.signals import task_success
+
 from singleton import step_finished, step_started
+from singleton.schedules import START_TASK
 
 _DIRECTORY = os.environ.get("CHAOS_LOG_DIR", "")
+# The execution in progress per task id, in this process (a pool process runs one step
+# at a time; a step's end is sent by the process that sent its start).
+_RUNNING: dict[str, str] = {}
 
 
 def _write(event: str, sender: Any, instance_id: str, run_id: str, task_id: str, **extra: Any) -> None:
-    if not _DIRECTORY:
-        return
-    line = json.dumps({"event": event, "instance": instance_id, "run": run_id, "task": task_id,
-                       "name": sender.name, "t": time.time(), "pid": os.getpid(), **extra})
+    _append({"event": event, "instance": instance_id, "run": run_id, "task": task_id,
+             "name": sender.name, "t": time.time(), "pid": os.getpid(), **extra})
+
+
+def _append(entry: dict[str, Any]) -> None:
+    line = json.dumps(entry)
     fd = os.open(os.path.join(_DIRECTORY, f"steps-{os.getpid()}.jsonl"),
                  os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -31,12 +44,26 @@ def _write(event: str, sender: Any, instance_id: str, run_id: str, task_id: str,
 
 
 def _started(sender: Any = None, signal: Any = None, **fields: Any) -> None:
-    _write("start", sender, **fields)
+    if not _DIRECTORY:
+        return
+    execution = _RUNNING[fields["task_id"]] = uuid.uuid4().hex
+    _write("start", sender, exec=execution, **fields)
 
 
 def _finished(sender: Any = None, signal: Any = None, failed: bool = False, **fields: Any) -> None:
-    _write("end", sender, failed=failed, **fields)
+    if not _DIRECTORY:
+        return
+    execution = _RUNNING.pop(fields["task_id"], "")
+    _write("end", sender, exec=execution, failed=failed, **fields)
+
+
+def _ticked(sender: Any = None, result: Any = None, **_: Any) -> None:
+    if not _DIRECTORY or sender is None or sender.name != START_TASK or not isinstance(result, dict):
+        return
+    _append({"event": "tick", "instance": result.get("instance_id"), "outcome": result.get("outcome"),
+             "task": sender.request.id, "t": time.time(), "pid": os.getpid()})
 
 
 step_started.connect(_started, weak=False)
+task_success.connect(_ticked, weak=False)
 step_finished.connect(_finished, weak=False)

@@ -28,13 +28,17 @@ def ping(broker_url: str, node: str, timeout: float = 1.0) -> bool:
 class Worker(ManagedProcess):
     """``celery -A proj worker`` in its own process group, ready once it answers a ping."""
 
-    def __init__(self, log: Path, *, concurrency: int = 2, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, log: Path, *, concurrency: int = 2, env: dict[str, str] | None = None,
+        imports: tuple[str, ...] = ("tests.probe",),
+    ) -> None:
         self.node = f"test-{uuid.uuid4().hex[:6]}@localhost"
         self.concurrency = concurrency
         super().__init__(
             [
-                sys.executable, "-m", "celery", "-A", "proj", "worker", "-n", self.node, "-I", "tests.probe",
-                "-c", str(self.concurrency), "--loglevel=INFO", "--without-gossip", "--without-mingle",
+                sys.executable, "-m", "celery", "-A", "proj", "worker", "-n", self.node,
+                "-I", ",".join(imports), "-c", str(self.concurrency), "--loglevel=INFO",
+                "--without-gossip", "--without-mingle",
             ],
             log=log, env={**os.environ, **(env or {})}, name="worker",
         )

@@ -1,0 +1,220 @@
+"""Hand-offs that survive their caller: a start retried after a lost publish, timers,
+an undone start, and the bounds and clean-up around them."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from celery import Celery
+
+from proj.redis_server import RedisServer
+from singleton import RuntimeStatus, SingletonError, WaitTimeout
+from singleton.recovery import RECONCILE_TASK
+from singleton.runtime import runtime
+from tests.durability import module_worker, worker_factory
+from tests.holds import arm, release_point
+from tests.probe import events
+from tests.test_publish_failure import start_with_dead_broker
+from tests.workers import REPO, wait_until
+
+START = """
+import sys
+import tests.probe
+from proj import app
+from singleton import OrchestrationClient
+name, instance_id, body, request_id = sys.argv[1:5]
+OrchestrationClient(app).start_new(name, instance_id, __import__("json").loads(body),
+                                   request_id=request_id or None)
+print("started", flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def holds_worker(tmp_path_factory):
+    """One worker with the hold points loaded, for the tests of this module."""
+    yield from module_worker(tmp_path_factory)
+
+
+def start_elsewhere(broker_url: str, name: str, instance_id: str, body, request_id: str = ""):
+    """Start a run from a process of its own, whose broker is `broker_url`."""
+    env = {**os.environ, "CELERY_BROKER_URL": broker_url}
+    return subprocess.Popen(
+        [sys.executable, "-c", START, name, instance_id, json.dumps(body), request_id],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def named(redis_client, key: str, event: str) -> list[dict]:
+    return [e for e in events(redis_client, key) if e["event"] == event]
+
+
+def settles(predicate, seconds: float) -> bool:
+    """Poll `predicate` for up to `seconds`; return whether it came true (no failure)."""
+    try:
+        wait_until(predicate, seconds, "")
+    except AssertionError:
+        return False
+    return True
+
+
+def finish(client, uid: str, timeout: float) -> RuntimeStatus | str:
+    try:
+        return client.wait_for_completion(uid, timeout=timeout).runtime_status
+    except WaitTimeout:
+        return f"still {client.get_status(uid).runtime_status.value} after {timeout:.0f} s"
+
+
+@pytest.fixture
+def store(app):
+    return runtime(app).store
+
+
+@pytest.mark.usefixtures("holds_worker")
+@pytest.mark.xfail(strict=True, reason="an idempotent retry after a lost publish answers with the "
+                   "claimed run and publishes nothing: the run never starts")
+def test_a_start_retried_after_its_first_attempt_died_before_publishing_runs(client, uid):
+    # The first attempt's broker accepts the connection and never answers: it claims
+    # the ID, then hangs in the publish until it is killed there.
+    with socket.socket() as blackhole:
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(16)
+        url = f"redis://127.0.0.1:{blackhole.getsockname()[1]}/0"
+        request_id = uuid.uuid4().hex
+        first = start_elsewhere(url, "HelloSequence", uid, None, request_id)
+        try:
+            wait_until(lambda: client.get_status(uid) or first.poll() is not None, 60, "the claim")
+            assert first.poll() is None, f"set-up: the first attempt ended: {first.stdout.read()}"
+        finally:
+            first.kill()
+            first.wait(10)
+    assert client.get_status(uid).runtime_status is RuntimeStatus.PENDING
+    assert client.start_new("HelloSequence", uid, request_id=request_id) == uid  # the retry: 202
+    outcome = finish(client, uid, timeout=6)
+    assert outcome is RuntimeStatus.COMPLETED, f"the retried start reported success; the run is {outcome}"
+
+
+@pytest.mark.xfail(strict=True, reason="a claim deletes the finished run's history and undoing "
+                   "a failed start restores the record without it")
+def test_undoing_a_failed_start_restores_the_replaced_runs_history(client, store, uid):
+    store.claim(uid, name="HelloSequence", run_id="old-run", input_json="null")
+    store.begin_step(uid, run_id="old-run", task_id="step-1", token="token", lease_s=30, name="say_hello")
+    store.complete_step(uid, run_id="old-run", task_id="step-1", token="token",
+                        result_json=json.dumps(["Hello Tokyo!"]))
+    store.end_run(uid, run_id="old-run", status=RuntimeStatus.COMPLETED,
+                  output_json=json.dumps(["Hello Tokyo!"]))
+    before = client.get_status(uid, show_history=True)
+    assert [s.task_id for s in before.history] == ["step-1"]
+
+    assert start_with_dead_broker(uid)["outcome"] == "unavailable"
+    after = client.get_status(uid, show_history=True)
+    assert after.run_id == "old-run"
+    assert after.history == before.history, f"the restored run's history is {after.history}"
+
+
+@pytest.mark.xfail(strict=True, reason="an event-timeout timer that fires before its wait has "
+                   "parked finds nothing to end: the run then waits forever")
+def test_an_event_timeout_that_fires_before_the_wait_parks_still_ends_the_wait(
+    client, uid, redis_client, holds_worker
+):
+    arm(redis_client, uid, "timer-published")  # hold the wait step between timer and park
+    client.start_new("WaitWithTimeout", uid, {"timeout": 0.2, "key": uid})
+    held = wait_until(lambda: named(redis_client, uid, "held:timer-published"), 20, "the timer")
+    timer = f"singleton.timer[{held[0]['task']}]"
+    settles(lambda: any(timer in line and ("succeeded" in line or "retry" in line)
+                        for line in holds_worker.log.read_text().splitlines()), 5)
+    release_point(redis_client, uid, "timer-published")
+    outcome = finish(client, uid, timeout=5)
+    assert outcome is RuntimeStatus.FAILED, f"the 0.2 s timeout never ended the wait: the run is {outcome}"
+    assert "EventTimeout" in client.get_status(uid).output
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path):
+    """A Redis of its own as the broker (the record store stays the session's Redis)."""
+    server = RedisServer(tmp_path / "broker", appendonly=True).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.xfail(strict=True, reason="a failed publish on the timer path re-parks the run as "
+                   "Suspended and tells nobody: it stays Suspended after the broker is back")
+def test_a_timer_whose_publish_fails_hands_its_run_on_once_the_broker_is_back(
+    client, uid, redis_client, own_broker, tmp_path
+):
+    factory = worker_factory(tmp_path)
+    worker = next(factory)(env={"CELERY_BROKER_URL": own_broker.url})
+    try:
+        arm(redis_client, uid, "timer-run")  # hold the timer as it starts
+        body = {"timeout": 0.5, "key": uid, "default": "by default"}
+        started = start_elsewhere(own_broker.url, "WaitWithTimeout", uid, body)
+        assert started.wait(60) == 0, started.stdout.read()
+        held = wait_until(lambda: named(redis_client, uid, "held:timer-run"), 30, "the timer to run")
+        own_broker.stop()  # the broker goes away while the timer runs
+        release_point(redis_client, uid, "timer-run")
+        timer = f"singleton.timer[{held[0]['task']}]"
+        settles(lambda: any(timer in line and ("succeeded" in line or "raised" in line)
+                            for line in worker.log.read_text().splitlines()), 10)
+        after_failure = client.get_status(uid).runtime_status
+        own_broker.start()  # back, same port
+        outcome = _finish_with_reconciler(client, uid, own_broker.url, timeout=8)
+        assert outcome is RuntimeStatus.COMPLETED, (
+            f"after the timer's failed publish the run was {after_failure.value}; with the broker "
+            f"back it is {outcome}")
+        assert client.get_status(uid).output == "by default"
+    finally:
+        next(factory, None)
+
+
+def _finish_with_reconciler(client, uid: str, broker_url: str, timeout: float):
+    # Beat's reconciler ticks reach the worker through the run's own broker.
+    sender = Celery(broker=broker_url)
+    try:
+        for _ in range(int(timeout)):
+            sender.send_task(RECONCILE_TASK, ignore_result=True)
+            outcome = finish(client, uid, timeout=1)
+            if isinstance(outcome, RuntimeStatus):
+                return outcome
+    finally:
+        sender.close()
+    return f"still {client.get_status(uid).runtime_status.value} after {timeout:.0f} s"
+
+
+@pytest.mark.xfail(strict=True, reason="event buffers are unbounded: any client can buffer "
+                   "events for an instance without limit, of any size")
+def test_the_events_buffered_for_one_instance_are_bounded(app, client, store, uid):
+    # A live run that waits for nothing.
+    store.claim(uid, name="Held", run_id=uuid.uuid4().hex, input_json="null")
+    refused = None
+    for n in range(2000):
+        try:
+            client.raise_event(uid, "Flood", n)
+        except SingletonError as exc:
+            refused = (n, exc)
+            break
+    try:
+        client.raise_event(uid, "Big", "x" * (32 * 1024 * 1024))
+        big = "accepted"
+    except SingletonError as exc:
+        big = f"refused: {exc}"
+    client.terminate(uid)
+    assert refused is not None, f"2000 events were buffered for one instance; a 32 MB event was {big}"
+    assert big.startswith("refused"), f"a 32 MB event was {big}"
+
+
+@pytest.mark.xfail(strict=True, reason="purging an instance leaves its beat tick counts behind")
+def test_purging_an_instance_deletes_its_beat_tick_counts(client, store, uid):
+    run = uuid.uuid4().hex
+    store.claim(uid, name="Probe", run_id=run, input_json="null")
+    store.count_tick(uid, outcome="started")
+    store.end_run(uid, run_id=run, status=RuntimeStatus.COMPLETED, output_json="null")
+    assert client.purge_instance_history(uid) == 1
+    assert client.get_status(uid) is None
+    assert store.tick_counts(uid) == {}, f"the purged instance's tick counts: {store.tick_counts(uid)}"
