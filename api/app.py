@@ -14,7 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 import proj
 from singleton import OrchestrationClient
 
-from . import auth, errors, routes
+from . import auth, errors, metrics, routes
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +112,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     auth.install(app, settings.keys)
     app.register_blueprint(routes.starter)
     app.register_blueprint(routes.management)
+    metrics.install(app, proj.app, config)
     if settings.proxy_hops:
         n = settings.proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)

@@ -311,6 +311,11 @@ _PATHS = {
     f"{WEBHOOK}/instances/{{instanceId}}/resume": _operation(
         "Resume a suspended run where it stopped", (400, 401, 404, 409, 410, 500, 503), _REASON),
     f"{WEBHOOK}/instances/{{instanceId}}/restart": _restart(),
+    "/metrics": {"get": {
+        "summary": "Prometheus metrics (text format); without a key when METRICS_PUBLIC=1",
+        "responses": {"200": {"description": "The scrape.", "content": {"text/plain": {"schema": {
+            "type": "string"}}}}, **_errors(401, 500)},
+    }},
     "/api/openapi.json": {"get": {
         "summary": "This document",
         "responses": {"200": _json({"type": "object"}, "The OpenAPI document."), **_errors(401, 500)},

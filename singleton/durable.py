@@ -23,6 +23,7 @@ from kombu.utils.json import dumps, loads
 from .errors import InvalidInput, NotInRun, ServiceUnavailable
 from .orchestrator import get_orchestrator
 from .runs import RunIdentity, apply_run, run_canvas
+from .signals import send_release_ended
 from .status import RuntimeStatus, validate_event_name
 from .store import Release
 from .worker import SingletonTask, runtime
@@ -224,6 +225,7 @@ def _perform(app: Celery, action: dict[str, Any]) -> None:
     if action["kind"] == "event_timeout":
         failure = dumps(f"EventTimeout: no '{action['event']}' event within {action['timeout']} s")
         release = store.event_timeout(instance_id, action["run"], action["task"], failure)
+        send_release_ended(app, store, instance_id, release.outcome)
         if release.outcome == "release":
             publish_release(app, instance_id, release)
     elif action["kind"] == "continue":

@@ -20,6 +20,7 @@ from collections import Counter
 from celery import Celery, Task
 from kombu.utils.json import dumps
 
+from .signals import reconciled
 from .store import Store
 from .worker import runtime
 
@@ -43,6 +44,7 @@ def reconcile(store: Store, *, batch: int = BATCH) -> Counter[str]:
     lost = dumps("Lost: the run gave no sign of life within its lease; its messages are gone.")
     timed_out = dumps("TimedOut: the run did not finish within its orchestrator's timeout.")
     outcomes = store.reap(overdue, lost, timed_out)
+    reconciled.send(sender=store, instance_ids=overdue, outcomes=outcomes)
     for instance_id, outcome in zip(overdue, outcomes, strict=True):
         if outcome in ("lost", "timed_out"):
             logger.warning("Failed instance %r: %s.", instance_id, outcome.replace("_", " "))

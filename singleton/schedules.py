@@ -27,6 +27,7 @@ from celery import Celery, Task
 
 from .errors import InstanceAlreadyExists
 from .orchestrator import get_orchestrator
+from .signals import tick_decided
 from .status import validate_instance_id
 from .worker import runtime
 
@@ -129,6 +130,7 @@ class Tick:
 
     def _outcome(self, outcome: str, detail: str) -> dict[str, Any]:
         self.store.count_tick(self.instance_id, outcome)
+        tick_decided.send(sender=self.task, orchestrator=self.name, outcome=outcome)
         logger.info(
             "Tick of %s for instance %r %s%s.",
             self.name, self.instance_id, outcome, f" ({detail})" if detail else "",

@@ -862,6 +862,38 @@ class Store:
         return bool(self._release_buffer([self._schedule_key("buffer", instance_id)], [token]))
 
 
+    # -- metrics: live runs by status, for a scrape ---------------------------------
+    # Reads only the shards' alive indexes and the status field of a bounded random
+    # sample of their records: two round trips, at most `sample` HGETs, however many
+    # runs are live.
+    @_unavailable
+    def live_runs(self, sample: int = 1024) -> dict[str, float]:
+        """Return how many runs are live, by status.
+
+        Exact while no shard holds more than ``sample / SHARDS`` live runs; beyond that,
+        each shard's split by status is estimated from a random sample of its runs
+        (the total per shard stays exact).
+        """
+        per_shard = max(1, sample // SHARDS)
+        pipe = self._redis.pipeline(transaction=False)
+        for key in self._shard_keys("alive"):
+            pipe.zcard(key)
+            pipe.zrandmember(key, per_shard)
+        replies = pipe.execute()
+        shards = [(int(total), [_text(m) for m in members or ()])
+                  for total, members in zip(replies[::2], replies[1::2], strict=True)]
+        for _, members in shards:
+            for instance_id in members:
+                pipe.hget(self._keys(instance_id)[0], "status")
+        statuses = iter(pipe.execute())
+        counts: dict[str, float] = {}
+        for total, members in shards:
+            seen = [_text(s) for s in (next(statuses) for _ in members) if s is not None]
+            for status in seen:
+                counts[status] = counts.get(status, 0.0) + total / len(seen)
+        return counts
+
+
 # KEYS: buffer. ARGV: token, ttl_ms.
 _HOLD_BUFFER = """
 local cur = redis.call('GET', KEYS[1])

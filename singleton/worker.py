@@ -25,7 +25,7 @@ from kombu.utils.json import dumps, loads
 
 from .runs import COMPLETE_TASK, RunIdentity
 from .settings import Settings
-from .signals import step_finished, step_started
+from .signals import gate_decided, run_ended, step_finished, step_started
 from .status import RuntimeStatus
 from .store import Store
 
@@ -152,6 +152,7 @@ class SingletonTask(Task):
             identity.instance_id, identity.run_id, lease.task_id, lease.token,
             rt.settings.step_lease, self.name,
         )
+        gate_decided.send(sender=self, verdict=gate.outcome)
         if gate.outcome in ("stale", "parked"):
             logger.info(
                 "Skipping %s[%s]: run %s of instance %r is not running this step (%s %s).",
@@ -190,10 +191,11 @@ class SingletonTask(Task):
         if identity.is_final(lease.task_id):
             # The last step's result is the run's output: this ends the run (and drops
             # its step markers), so a redelivery of this step finds the run finished.
-            rt.store.end_run(
+            if rt.store.end_run(
                 identity.instance_id, identity.run_id, RuntimeStatus.COMPLETED, dumps(result),
                 lease.task_id,
-            )
+            ):
+                run_ended.send(sender=self, store=rt.store, **_ended(identity, RuntimeStatus.COMPLETED))
         else:
             lease.mark("done", dumps(result))
         return result
@@ -232,7 +234,8 @@ class SingletonTask(Task):
 def _complete(task: Task, result: Any) -> None:
     identity = RunIdentity.from_request(task.request)
     rt = runtime(task.app)
-    rt.store.end_run(identity.instance_id, identity.run_id, RuntimeStatus.COMPLETED, dumps(result))
+    if rt.store.end_run(identity.instance_id, identity.run_id, RuntimeStatus.COMPLETED, dumps(result)):
+        run_ended.send(sender=task, store=rt.store, **_ended(identity, RuntimeStatus.COMPLETED))
 
 
 def _fail(app: Celery, request: Any, exc: BaseException) -> None:
@@ -240,9 +243,14 @@ def _fail(app: Celery, request: Any, exc: BaseException) -> None:
     if identity is None:
         return
     output = dumps(f"{type(exc).__name__}: {exc}")
-    runtime(app).store.end_run(
-        identity.instance_id, identity.run_id, RuntimeStatus.FAILED, output, request.id or ""
-    )
+    store = runtime(app).store
+    if store.end_run(identity.instance_id, identity.run_id, RuntimeStatus.FAILED, output, request.id or ""):
+        run_ended.send(sender=app, store=store, **_ended(identity, RuntimeStatus.FAILED))
+
+
+def _ended(identity: RunIdentity, status: RuntimeStatus) -> dict[str, str]:
+    # The run_ended signal's arguments for a run whose identity is known.
+    return {"instance_id": identity.instance_id, "orchestrator": identity.name, "status": status.value}
 
 
 def init_app(app: Celery) -> None:
@@ -267,10 +275,11 @@ def init_app(app: Celery) -> None:
         if sender is None or sender.app is not app:
             return
         identity = RunIdentity.from_request(request)
-        if identity is not None:
-            runtime(app).store.end_run(
-                identity.instance_id, identity.run_id, RuntimeStatus.TERMINATED, dumps("revoked")
-            )
+        store = runtime(app).store
+        if identity is not None and store.end_run(
+            identity.instance_id, identity.run_id, RuntimeStatus.TERMINATED, dumps("revoked")
+        ):
+            run_ended.send(sender=app, store=store, **_ended(identity, RuntimeStatus.TERMINATED))
 
     from . import durable, recovery  # they build on this module
 
@@ -280,7 +289,8 @@ def init_app(app: Celery) -> None:
     task_revoked.connect(on_revoked, weak=False)
 
     # Operations (issue 5): the beat/Flower starter task, and run-labelled log records.
-    from . import logs, schedules  # imported late: schedules imports this module
+    from . import logs, metrics, schedules  # imported late: schedules imports this module
 
     schedules.register_starter(app)
     logs.install()
+    metrics.install(app)
