@@ -12,7 +12,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import proj
-from singleton import OrchestrationClient
+from singleton import OrchestrationClient, tracing
 
 from . import auth, errors, metrics, routes
 
@@ -113,6 +113,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(routes.starter)
     app.register_blueprint(routes.management)
     metrics.install(app, proj.app, config)
+    tracing.instrument_wsgi(app)
     if settings.proxy_hops:
         n = settings.proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)

@@ -35,8 +35,8 @@ from typing import Any
 
 from celery.utils.dispatch import Signal
 
-from .errors import InstanceAlreadyExists, ServiceUnavailable
-from .orchestrator import orchestrator_names
+from .errors import InstanceAlreadyExists, OrchestratorNotFound, ServiceUnavailable
+from .orchestrator import get_orchestrator
 
 step_started = Signal(
     name="singleton.step_started", providing_args={"instance_id", "run_id", "task_id"}
@@ -113,9 +113,16 @@ class StartDecision:
         if not start_decided.receivers:
             return
         outcome = self.outcome(error)
-        # A caller's unknown name must not become a label value: "" stands for any.
-        name = self.orchestrator if self.orchestrator in orchestrator_names() else ""
-        start_decided.send(sender=sender, orchestrator=name, outcome=outcome, seconds=self.seconds)
+        start_decided.send(sender=sender, orchestrator=_registered(self.orchestrator), outcome=outcome,
+                           seconds=self.seconds)
+
+
+def _registered(name: Any) -> str:
+    # A caller's unknown name must not become a label value: "" stands for any of them.
+    try:
+        return get_orchestrator(name).name
+    except OrchestratorNotFound:
+        return ""
 
 
 # A release script's outcome -> the status it ended the run with.

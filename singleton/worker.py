@@ -289,8 +289,9 @@ def init_app(app: Celery) -> None:
     task_revoked.connect(on_revoked, weak=False)
 
     # Operations (issue 5): the beat/Flower starter task, and run-labelled log records.
-    from . import logs, metrics, schedules  # imported late: schedules imports this module
+    from . import logs, metrics, schedules, tracing  # imported late: schedules imports this module
 
     schedules.register_starter(app)
     logs.install()
     metrics.install(app)
+    tracing.install(app)
