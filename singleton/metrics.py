@@ -81,6 +81,15 @@ _INFO = {m.name: m for m in METRICS}
 disable_created_metrics()
 
 
+def markdown_table() -> str:
+    """Return the metrics as the README's table (a test keeps the two equal)."""
+    rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    for m in METRICS:
+        labels = ", ".join(f"`{label}`" for label in m.labels) or "-"
+        rows.append(f"| `{m.name}` | {m.type} | {labels} | {m.help} |")
+    return "\n".join(rows) + "\n"
+
+
 def _counter(name: str) -> Counter:
     info = _INFO[name]
     return Counter(name.removesuffix("_total"), info.help, info.labels)
