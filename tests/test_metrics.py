@@ -8,8 +8,11 @@ add to the counts.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import uuid
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -109,6 +112,21 @@ def test_a_scrape_counts_three_starts_a_refusal_a_failure_and_a_termination_exac
     assert sum(v for (n, _), v in after.items() if n == "singleton_live_runs") == 0
     # Whichever gunicorn worker answers, the scrape adds up every process's counts.
     assert scrape(port) == after
+
+
+def gunicorn_workers(web: Gunicorn) -> set[int]:
+    path = Path(f"/proc/{web.process.pid}/task/{web.process.pid}/children")
+    return {int(pid) for pid in path.read_text().split()}
+
+
+def test_counts_survive_a_gunicorn_worker_that_dies(stack):
+    before = scrape(stack.port)
+    victims = gunicorn_workers(stack)
+    victim = min(victims)
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: len(gunicorn_workers(stack) - {victim}) == 2, 30, "gunicorn to replace the worker")
+    # The dead worker's files stay counted, whichever worker (the new one too) answers.
+    assert [scrape(stack.port) for _ in range(4)] == [before] * 4
 
 
 def test_no_label_carries_an_instance_id(stack):
