@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -58,8 +59,10 @@ ENABLED = EXPORTER is not None
 
 _propagator = TraceContextTextMapPropagator()
 _tracer = trace.get_tracer(__name__)
-# Publishes whose context was switched to their run's: task id -> (token, publisher's span).
-_switched: dict[str, tuple[object, trace.SpanContext]] = {}
+# Publishes whose context was switched to their run's, per thread: task id -> (token,
+# publisher's span). A publish that raised never reached after_task_publish: the next
+# publish of the thread finds its entry and restores the context first.
+_local = threading.local()
 _installed: list[bool] = []
 
 
@@ -130,6 +133,7 @@ def _attributes(stamps: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _enter_run_context(sender: Any = None, body: Any = None, headers: dict | None = None, **_: Any) -> None:
+    _restore_failed_publishes()
     stamps = _stamps(headers)
     if not stamps.get(STAMP_RUN):
         return
@@ -144,7 +148,21 @@ def _enter_run_context(sender: Any = None, body: Any = None, headers: dict | Non
     run_trace = trace.get_current_span(run_context).get_span_context().trace_id
     if publisher.get_span_context().trace_id != run_trace:
         token = context.attach(run_context)
-        _switched[headers.get("id") or ""] = (token, publisher.get_span_context())
+        _switched()[headers.get("id") or ""] = (token, publisher.get_span_context())
+
+
+def _switched() -> dict[str, tuple[object, trace.SpanContext]]:
+    switched = getattr(_local, "switched", None)
+    if switched is None:
+        switched = _local.switched = {}
+    return switched
+
+
+def _restore_failed_publishes() -> None:
+    switched = _switched()
+    while switched:
+        _, (token, _) = switched.popitem()
+        context.detach(token)
 
 
 def _open_run(stamps: Mapping[str, Any], publisher: trace.Span) -> Context:
@@ -194,13 +212,13 @@ def _label_publish(sender: Any = None, headers: dict | None = None, **_: Any) ->
         return
     span = trace.get_current_span()
     span.set_attributes(_attributes(stamps))
-    switched = _switched.get((headers or {}).get("id") or "")
+    switched = _switched().get((headers or {}).get("id") or "")
     if switched is not None and switched[1].is_valid:
         span.add_link(switched[1], {"singleton.link": "published by"})
 
 
 def _leave_run_context(sender: Any = None, headers: dict | None = None, **_: Any) -> None:
-    switched = _switched.pop((headers or {}).get("id") or "", None)
+    switched = _switched().pop((headers or {}).get("id") or "", None)
     if switched is not None:
         context.detach(switched[0])
 

@@ -16,12 +16,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from celery import Celery
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 
 from proj.redis_server import RedisServer, free_port
+from singleton.schedules import START_TASK
 from singleton.tracing import ATTR_INSTANCE, ATTR_ORCHESTRATOR, ATTR_RUN, exporter_name
 from tests.test_api_http import Gunicorn, request
 from tests.workers import Worker, wait_until
@@ -121,6 +123,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver):
            "OTEL_BSP_SCHEDULE_DELAY": "100"}
     worker = Worker(base / "worker.log", env={**env, "OTEL_SERVICE_NAME": "worker"}).start()
     web = Gunicorn(base / "gunicorn.log", workers=2, env={**env, "OTEL_SERVICE_NAME": "api"}).start()
+    web.redis_url = server.url
     yield web
     web.stop()
     worker.stop()
@@ -206,6 +209,24 @@ def test_continue_as_new_starts_a_new_trace_linked_to_the_previous_runs(stack, r
             assert trace_id == trace_of[previous]
             linked += 1
     assert linked >= 2
+
+
+def test_a_run_started_by_a_tick_is_a_trace_started_by_the_tick(stack, receiver):
+    instance_id = f"tick-{uuid.uuid4().hex[:8]}"
+    # What beat does when it cannot import the starter task: send_task, no span here.
+    sender = Celery("tick-sender", broker=stack.redis_url)
+    try:
+        sender.send_task(START_TASK, args=("HelloSequence", instance_id))
+    finally:
+        sender.close()
+    wait_until(lambda: len(named(receiver.of_instance(instance_id), "run/proj.tasks.say_hello")) == 3,
+               30, "the run's three steps")
+    (trace_id,) = {s.trace_id for s in receiver.of_instance(instance_id)}
+    trace = receiver.in_trace(trace_id)
+    (root,) = [s for s in trace if not s.parent_id]
+    assert root.name == f"run/{START_TASK}" and root.service == "worker"
+    (run_span,) = named(trace, "singleton.run HelloSequence")
+    assert run_span.parent_id == root.span_id
 
 
 def test_tracing_is_off_unless_an_exporter_is_configured():
