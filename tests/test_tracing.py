@@ -29,7 +29,11 @@ from tests.test_api_http import Gunicorn, request
 from tests.workers import Worker, wait_until
 
 WEBHOOK = "/runtime/webhooks/durabletask"
-SERVER_KIND = 2  # opentelemetry.proto.trace.v1.Span.SpanKind SPAN_KIND_SERVER
+SERVER_KIND = 2
+# The spans of an ApprovalWorkflow run besides the request that started it.
+RUN_SPANS = {"singleton.run ApprovalWorkflow", "apply_async/singleton.wait_for_external_event",
+             "run/singleton.wait_for_external_event", "apply_async/proj.tasks.approved",
+             "run/proj.tasks.approved"}  # opentelemetry.proto.trace.v1.Span.SpanKind SPAN_KIND_SERVER
 
 
 @dataclass(frozen=True)
@@ -150,8 +154,11 @@ def test_a_run_is_one_trace_from_the_request_that_started_it_across_an_external_
     path = f"{WEBHOOK}/instances/{instance_id}/raiseEvent/Approval"
     assert request("POST", port, path, {"by": "ops"})[0] == 202
     wait_until(lambda: status_of(port, instance_id)["runtimeStatus"] == "Completed", 30, "completion")
-    wait_until(lambda: named(receiver.of_instance(instance_id), "run/proj.tasks.approved"), 30,
-               "the approved step's span")
+    # Each process exports in its own batches: wait until every span of the run arrived,
+    # the request that started it included.
+    wait_until(lambda: RUN_SPANS | {"server"} <= {
+        "server" if s.kind == SERVER_KIND else s.name for s in receiver.of_instance(instance_id)
+    }, 30, "every span of the run")
 
     spans = receiver.of_instance(instance_id)
     assert len({s.trace_id for s in spans}) == 1, "every span of the run is in one trace"
@@ -167,14 +174,13 @@ def test_a_run_is_one_trace_from_the_request_that_started_it_across_an_external_
     assert roots[0].name.startswith("POST /api/orchestrators/ApprovalWorkflow/"), "the start request"
     ids = {s.span_id for s in trace}
     assert all(s.parent_id in ids for s in trace if s.parent_id), "one tree, no orphans"
-    names = {s.name for s in trace}
-    assert {"singleton.run ApprovalWorkflow", "run/singleton.wait_for_external_event",
-            "apply_async/proj.tasks.approved", "run/proj.tasks.approved"} <= names
+    assert sorted(s.name for s in trace) == sorted(RUN_SPANS | {roots[0].name})
     # The approved step was published by the raiseEvent request: a link leads there.
     (published,) = named(trace, "apply_async/proj.tasks.approved")
     assert published.service == "api"
     (link,) = published.links
-    (publisher,) = [s for s in receiver.in_trace(link[0]) if s.span_id == link[1]]
+    (publisher,) = wait_until(lambda: [s for s in receiver.in_trace(link[0]) if s.span_id == link[1]],
+                              30, "the raiseEvent request's span")
     assert publisher.kind == SERVER_KIND and publisher.name.endswith("/raiseEvent/Approval")
     assert link[0] != run_trace
 
@@ -196,19 +202,24 @@ def test_continue_as_new_starts_a_new_trace_linked_to_the_previous_runs(stack, r
     assert all(len(t) == 1 for t in traces.values()), "each run is one trace"
     trace_of = {run: next(iter(t)) for run, t in traces.items()}
     assert len(set(trace_of.values())) == len(trace_of), "each run has its own trace"
-    run_spans = [s for s in receiver.of_instance(instance_id) if s.name == "singleton.run Counter"]
-    linked = 0
-    for span in run_spans:
-        if not span.links:
-            assert span.parent_id, "only the first run's span has a parent (the request)"
-            continue
-        (trace_id, _, attributes), = span.links
-        previous = dict(attributes)[ATTR_RUN]
-        assert not span.parent_id and span.trace_id == trace_of.get(span.attributes[ATTR_RUN], span.trace_id)
-        if previous in trace_of:
-            assert trace_id == trace_of[previous]
-            linked += 1
-    assert linked >= 2
+
+    def links_to_previous_runs() -> int:
+        linked = 0
+        for span in named(receiver.of_instance(instance_id), "singleton.run Counter"):
+            if not span.links:
+                assert span.parent_id, "only the first run's span has a parent (the request)"
+                continue
+            ((trace_id, _, attributes),) = span.links
+            assert not span.parent_id, "a continued run's span is the root of its trace"
+            previous = dict(attributes)[ATTR_RUN]
+            if previous in trace_of and span.attributes[ATTR_RUN] in trace_of:
+                assert trace_id == trace_of[previous], "the link leads to the previous run's trace"
+                assert span.trace_id == trace_of[span.attributes[ATTR_RUN]]
+                linked += 1
+        return linked
+
+    # Each process exports in its own batches: the runs' own spans may come later.
+    wait_until(lambda: links_to_previous_runs() >= 2, 30, "two runs linked to their previous runs")
 
 
 def test_a_run_started_by_a_tick_is_a_trace_started_by_the_tick(stack, receiver):
@@ -219,8 +230,9 @@ def test_a_run_started_by_a_tick_is_a_trace_started_by_the_tick(stack, receiver)
         sender.send_task(START_TASK, args=("HelloSequence", instance_id))
     finally:
         sender.close()
-    wait_until(lambda: len(named(receiver.of_instance(instance_id), "run/proj.tasks.say_hello")) == 3,
-               30, "the run's three steps")
+    expected = {f"run/{START_TASK}", "singleton.run HelloSequence", "run/proj.tasks.say_hello"}
+    wait_until(lambda: len(named(receiver.of_instance(instance_id), "run/proj.tasks.say_hello")) == 3
+               and expected <= {s.name for s in receiver.of_instance(instance_id)}, 30, "the run's spans")
     (trace_id,) = {s.trace_id for s in receiver.of_instance(instance_id)}
     trace = receiver.in_trace(trace_id)
     (root,) = [s for s in trace if not s.parent_id]
