@@ -8,6 +8,7 @@ The module has its own Redis server, so only its own runs make spans.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import uuid
 from collections import defaultdict
@@ -16,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import redis
 from celery import Celery
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -24,7 +26,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from proj.redis_server import RedisServer, free_port
 from singleton.schedules import START_TASK
+from singleton.store import Store
 from singleton.tracing import ATTR_INSTANCE, ATTR_ORCHESTRATOR, ATTR_RUN, exporter_name
+from tests.probe import release
 from tests.test_api_http import Gunicorn, request
 from tests.workers import Worker, wait_until
 
@@ -126,7 +130,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver):
     env = {"REDIS_URL": server.url, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
            "OTEL_BSP_SCHEDULE_DELAY": "100"}
     worker = Worker(base / "worker.log", env={**env, "OTEL_SERVICE_NAME": "worker"}).start()
-    web = Gunicorn(base / "gunicorn.log", workers=2, env={**env, "OTEL_SERVICE_NAME": "api"}).start()
+    # The API imports the probe tasks too, as the worker does (-I tests.probe): the Celery
+    # instrumentation labels a publish only of tasks its process knows.
+    conf = base / "gunicorn_probe.py"
+    conf.write_text("import tests.probe  # noqa: F401\n")
+    web_env = {**env, "OTEL_SERVICE_NAME": "api", "GUNICORN_CMD_ARGS": f"-c {conf}"}
+    web = Gunicorn(base / "gunicorn.log", workers=2, env=web_env).start()
     web.redis_url = server.url
     yield web
     web.stop()
@@ -239,6 +248,40 @@ def test_a_run_started_by_a_tick_is_a_trace_started_by_the_tick(stack, receiver)
     assert root.name == f"run/{START_TASK}" and root.service == "worker"
     (run_span,) = named(trace, "singleton.run HelloSequence")
     assert run_span.parent_id == root.span_id
+
+
+def test_a_run_suspended_between_steps_stays_one_trace_when_resumed(stack, receiver):
+    instance_id = f"suspend-{uuid.uuid4().hex[:8]}"
+    probe_redis = redis.Redis.from_url(stack.redis_url)
+    store = Store(probe_redis, prefix=os.environ["SINGLETON_KEY_PREFIX"], retention_s=60)
+    sender = Celery("tick-sender", broker=stack.redis_url)
+    try:
+        # A worker-side start: the probe orchestrators are registered in the worker only.
+        sender.send_task(START_TASK, args=("HeldThenStep", instance_id),
+                         kwargs={"input": {"key": instance_id}})
+        wait_until(lambda: probe_redis.llen(f"probe:{instance_id}"), 30, "the held step to start")
+        actions = f"{WEBHOOK}/instances/{instance_id}"
+        assert request("POST", stack.port, f"{actions}/suspend")[0] == 202
+        release(probe_redis, instance_id)
+        wait_until(lambda: (store.read(instance_id) or {}).get("park"), 30, "the next step to park")
+        assert request("POST", stack.port, f"{actions}/resume")[0] == 202
+        wait_until(lambda: status_of(stack.port, instance_id)["runtimeStatus"] == "Completed", 30,
+                   "completion")
+    finally:
+        sender.close()
+        probe_redis.close()
+    wait_until(lambda: any(s.links for s in named(receiver.of_instance(instance_id),
+                                                  "apply_async/tests.probe.probe_step"))
+               and named(receiver.of_instance(instance_id), "run/tests.probe.probe_step"), 30,
+               "the resumed step's spans")
+    spans = receiver.of_instance(instance_id)
+    assert len({s.trace_id for s in spans}) == 1, "every span of the run is in one trace"
+    (resumed,) = [s for s in named(spans, "apply_async/tests.probe.probe_step") if s.links]
+    assert resumed.service == "api"
+    ((trace_id, span_id, _),) = resumed.links
+    (publisher,) = wait_until(lambda: [s for s in receiver.in_trace(trace_id) if s.span_id == span_id],
+                              30, "the resume request's span")
+    assert publisher.kind == SERVER_KIND and publisher.name.endswith("/resume")
 
 
 def test_tracing_is_off_unless_an_exporter_is_configured():
