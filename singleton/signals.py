@@ -35,7 +35,7 @@ from typing import Any
 
 from celery.utils.dispatch import Signal
 
-from .errors import InstanceAlreadyExists, OrchestratorNotFound, ServiceUnavailable
+from .errors import InstanceAlreadyExists, OrchestratorNotFound, ServiceUnavailable, SingletonError
 from .orchestrator import get_orchestrator
 
 step_started = Signal(
@@ -100,19 +100,23 @@ class StartDecision:
         self.claim_outcome = result.outcome
         return result
 
-    def outcome(self, error: BaseException | None) -> StartOutcome:
-        """Return the start's outcome, given the exception it raised (or None)."""
+    def outcome(self, error: BaseException | None) -> StartOutcome | None:
+        """Return the start's outcome, given the exception it raised (or None).
+
+        None for an exception the layer does not raise (a bug, KeyboardInterrupt):
+        such a start is not counted as any outcome.
+        """
         if isinstance(error, ServiceUnavailable):
             return StartOutcome.UNAVAILABLE
         if isinstance(error, InstanceAlreadyExists) or error is None:
             return _CLAIM_OUTCOMES.get(self.claim_outcome or "", StartOutcome.INVALID)
-        return StartOutcome.INVALID
+        return StartOutcome.INVALID if isinstance(error, SingletonError) else None
 
     def send(self, sender: Any, error: BaseException | None) -> None:
         """Send ``start_decided``; an unregistered orchestrator's name is not passed on."""
-        if not start_decided.receivers:
+        outcome = self.outcome(error) if start_decided.receivers else None
+        if outcome is None:
             return
-        outcome = self.outcome(error)
         start_decided.send(sender=sender, orchestrator=_registered(self.orchestrator), outcome=outcome,
                            seconds=self.seconds)
 

@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 
 from proj.redis_server import free_port
 from singleton import IfFinished, InstanceAlreadyExists, SingletonError, StartOutcome, start_decided
+from singleton.signals import StartDecision
 from tests.workers import REPO
 
 
@@ -101,3 +102,10 @@ def test_a_start_whose_publish_fails_is_unavailable(uid):
     out = subprocess.run([sys.executable, "-c", START_WITH_DEAD_BROKER, uid], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=120, check=True).stdout
     assert json.loads(out.strip().splitlines()[-1]) == ["unavailable"]
+
+
+def test_an_exception_the_layer_does_not_raise_is_no_outcome():
+    decision = StartDecision("HelloSequence")
+    assert decision.outcome(RuntimeError("a bug")) is None
+    assert decision.outcome(KeyboardInterrupt()) is None
+    assert decision.outcome(SingletonError("bad")) is StartOutcome.INVALID
