@@ -319,6 +319,11 @@ _PATHS = {
         "Resume a suspended run where it stopped (202 too when live and not suspended)",
         (400, 401, 404, 410, 500, 503), _REASON),
     f"{WEBHOOK}/instances/{{instanceId}}/restart": _restart(),
+    "/metrics": {"get": {
+        "summary": "Prometheus metrics (text format); without a key when METRICS_PUBLIC=1",
+        "responses": {"200": {"description": "The scrape.", "content": {"text/plain": {"schema": {
+            "type": "string"}}}}, **_errors(401, 500)},
+    }},
     "/api/openapi.json": {"get": {
         "summary": "This document",
         "responses": {"200": _json({"type": "object"}, "The OpenAPI document."), **_errors(401, 500)},

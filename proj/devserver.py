@@ -39,6 +39,7 @@ BANNER = """
 Everything is up.
   API     http://127.0.0.1:{port}  ({api_auth})
   Dashboard http://127.0.0.1:{port}/dashboard/  ({api_auth})
+  Metrics http://127.0.0.1:{port}/metrics
   Flower  http://127.0.0.1:{flower_port}  ({flower_auth})
   Redis   {redis_url}
 Start HelloSequence twice with one ID (202, then 409):
@@ -115,6 +116,7 @@ def main() -> int:
     port = env.setdefault("PORT", "7071")
     flower_port = env.setdefault("FLOWER_PORT", "5555")
     env["BEAT_SCHEDULE"] = str(run_dir / "celerybeat-schedule")
+    _fresh_metrics_dir(env, run_dir)
     if not env.get("API_KEYS"):
         env.setdefault("API_AUTH", "anonymous")
     # Locally, Flower also shows tasks still queued (one more Redis command a publish).
@@ -135,6 +137,15 @@ def main() -> int:
         if server is not None:
             server.stop()
             print("Embedded Redis stopped", flush=True)
+
+
+def _fresh_metrics_dir(env: dict[str, str], run_dir: Path) -> None:
+    # gunicorn's workers and the Celery pool share one prometheus_client directory, so
+    # one scrape of /metrics adds up every process; the last run's files are stale.
+    metrics_dir = Path(env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(run_dir / "prometheus")))
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for stale in metrics_dir.glob("*.db"):
+        stale.unlink()
 
 
 def _run(env: dict[str, str], port: str, flower_port: str, run_dir: Path) -> int:

@@ -10,7 +10,9 @@ The public surface, grouped:
   ``IfLive`` and ``IfFinished``.
 - Statuses: ``RuntimeStatus``, ``OrchestrationStatus``, ``StepHistory``,
   ``new_instance_id``, ``validate_instance_id``, ``validate_event_name``.
-- Observing: ``step_started`` and ``step_finished`` (signals; real executions only).
+- Observing: ``step_started`` and ``step_finished`` (signals; real executions only),
+  ``start_decided`` (with ``StartOutcome``), ``gate_decided``, ``run_ended``,
+  ``reconciled``, ``tick_decided``; ``singleton.metrics`` and ``singleton.tracing``.
 - Settings: ``Settings``.
 - Errors: ``SingletonError`` and its subclasses; ``ErrorCategory`` (what each means
   to the HTTP layer and the CLI).
@@ -41,7 +43,16 @@ from .errors import (
 from .orchestrator import get_orchestrator, orchestrator, orchestrator_names
 from .policies import IfFinished, IfLive
 from .settings import Settings
-from .signals import step_finished, step_started
+from .signals import (
+    StartOutcome,
+    gate_decided,
+    reconciled,
+    run_ended,
+    start_decided,
+    step_finished,
+    step_started,
+    tick_decided,
+)
 from .status import (
     OrchestrationStatus,
     RuntimeStatus,
@@ -81,6 +92,12 @@ __all__ = [
     # observing
     "step_started",
     "step_finished",
+    "start_decided",
+    "StartOutcome",
+    "gate_decided",
+    "run_ended",
+    "reconciled",
+    "tick_decided",
     # settings
     "Settings",
     # errors

@@ -35,6 +35,7 @@ from .orchestrator import Orchestrator, get_orchestrator
 from .policies import IfFinished, IfLive
 from .runs import RunIdentity, apply_run, run_canvas
 from .runtime import runtime
+from .signals import StartDecision, run_ended, send_release_ended
 from .status import (
     OrchestrationStatus,
     RuntimeStatus,
@@ -127,6 +128,27 @@ class OrchestrationClient:
             InstanceAlreadyExists: the policies keep the ID with the run on record.
             ServiceUnavailable: Redis or the broker failed; the ID is not left claimed.
         """
+        decision = StartDecision(name)
+        try:
+            started = self._start_new(
+                decision, name, instance_id, input, if_live, if_finished, request_id
+            )
+        except BaseException as exc:
+            decision.send(self, exc)
+            raise
+        decision.send(self, None)
+        return started
+
+    def _start_new(
+        self,
+        decision: StartDecision,
+        name: str,
+        instance_id: str | None,
+        input: Any,
+        if_live: IfLive | str | None,
+        if_finished: IfFinished | str | None,
+        request_id: str | None,
+    ) -> StartedRun:
         orchestrator = get_orchestrator(name)
         live, finished = _policies(orchestrator, if_live, if_finished)
         request_id = _request_id(request_id)
@@ -138,8 +160,9 @@ class OrchestrationClient:
             raise InvalidInput(str(exc)) from exc
         identity = RunIdentity(instance_id, uuid.uuid4().hex, orchestrator.name)
         canvas, identity = run_canvas(self._app, canvas, identity)
-        claim = self._store.claim(
-            instance_id, name=orchestrator.name, run_id=identity.run_id, input_json=input_json,
+        claim = decision.claim(
+            self._store.claim, instance_id, name=orchestrator.name, run_id=identity.run_id,
+            input_json=input_json,
             if_live=live, if_finished=finished, request_id=request_id,
             lease_s=orchestrator.lease or self._run_lease, timeout_s=orchestrator.timeout or 0.0,
         )
@@ -390,6 +413,7 @@ class OrchestrationClient:
 
     def _released(self, instance_id: str, release: Release, operation: str) -> None:
         _check(instance_id, release.outcome, release.status, operation)
+        send_release_ended(self, self._store, instance_id, release.outcome)
         if release.outcome is Verdict.RELEASE:
             publish_release(self._app, instance_id, release)
 
@@ -403,6 +427,8 @@ class OrchestrationClient:
         """
         found = self._store.terminate(validate_instance_id(instance_id), reason_json=dumps(reason))
         _check(instance_id, found.outcome, found.status, "terminate")
+        run_ended.send(sender=self, store=self._store, instance_id=instance_id, orchestrator="",
+                       status=RuntimeStatus.TERMINATED.value)
 
     def purge_instance_history(self, instance_id: str) -> int:
         """Delete a finished instance's record; return how many were deleted (0 or 1).

@@ -24,6 +24,7 @@ from .errors import InvalidInput, NotInRun, ServiceUnavailable
 from .orchestrator import get_orchestrator
 from .runs import RunIdentity, apply_run, run_canvas
 from .runtime import runtime
+from .signals import send_release_ended
 from .status import RuntimeStatus, validate_event_name
 from .store import Release, StepVerdict, Verdict
 from .worker import SingletonTask
@@ -233,6 +234,7 @@ def _perform(app: Celery, action: dict[str, Any]) -> None:
         release = store.event_timeout(
             instance_id, run_id=action["run"], task_id=action["task"], failure_json=failure
         )
+        send_release_ended(app, store, instance_id, release.outcome)
         if release.outcome is Verdict.RELEASE:
             publish_release(app, instance_id, release)
     elif action["kind"] == "continue":

@@ -22,6 +22,7 @@ from celery import Celery, Task
 from kombu.utils.json import dumps
 
 from .runtime import runtime
+from .signals import reconciled
 from .store import ReapVerdict, Store
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ def reconcile(store: Store, *, batch: int = BATCH) -> Counter[ReapVerdict]:
     lost = dumps("Lost: the run gave no sign of life within its lease; its messages are gone.")
     timed_out = dumps("TimedOut: the run did not finish within its orchestrator's timeout.")
     outcomes = store.reap(overdue, lost_json=lost, timed_out_json=timed_out)
+    reconciled.send(sender=store, instance_ids=overdue, outcomes=outcomes)
     for instance_id, outcome in zip(overdue, outcomes, strict=True):
         if outcome in (ReapVerdict.LOST, ReapVerdict.TIMED_OUT):
             logger.warning("Failed instance %r: %s.", instance_id, outcome.replace("_", " "))

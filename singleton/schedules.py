@@ -31,6 +31,7 @@ from .errors import InstanceAlreadyExists
 from .orchestrator import get_orchestrator
 from .policies import IfLive
 from .runtime import runtime
+from .signals import tick_decided
 from .status import validate_instance_id
 
 logger = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ class Tick:
 
     def _outcome(self, outcome: TickOutcome, detail: str) -> dict[str, Any]:
         self.store.count_tick(self.instance_id, outcome=outcome)
+        tick_decided.send(sender=self.task, orchestrator=self.name, outcome=outcome)
         logger.info(
             "Tick of %s for instance %r %s%s.",
             self.name, self.instance_id, outcome, f" ({detail})" if detail else "",

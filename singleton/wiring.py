@@ -11,7 +11,7 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import task_failure, task_revoked
 
-from . import durable, logs, recovery, schedules
+from . import durable, logs, metrics, recovery, schedules, tracing
 from .runs import COMPLETE_TASK
 from .worker import complete_run, fail_run, revoke_run
 
@@ -46,3 +46,6 @@ def init_app(app: Celery) -> None:
     # Operations: the beat and Flower starter task, and log records naming their run.
     schedules.register_starter(app)
     logs.install()
+    # Observability: metrics fed by the layer's signals; traces only when configured.
+    metrics.install(app)
+    tracing.install(app)

@@ -20,7 +20,7 @@ from kombu.utils.json import dumps, loads
 from .leases import Lease
 from .runs import RunIdentity
 from .runtime import Runtime, runtime
-from .signals import step_finished, step_started
+from .signals import gate_decided, run_ended, step_finished, step_started
 from .status import RuntimeStatus
 from .store import StepVerdict
 
@@ -64,6 +64,7 @@ class SingletonTask(Task):
             identity.instance_id, run_id=identity.run_id, task_id=lease.task_id, token=lease.token,
             lease_s=rt.settings.step_lease, name=self.name,
         )
+        gate_decided.send(sender=self, verdict=gate.outcome)
         match gate.outcome:
             case StepVerdict.RUN:
                 return self._run_leased(rt, identity, lease, args, kwargs)
@@ -102,10 +103,11 @@ class SingletonTask(Task):
         if identity.is_final(lease.task_id):
             # The last step's result is the run's output: this ends the run (and drops
             # its step markers), so a redelivery of this step finds the run finished.
-            rt.store.end_run(
+            if rt.store.end_run(
                 identity.instance_id, run_id=identity.run_id, status=RuntimeStatus.COMPLETED,
                 output_json=dumps(result), task_id=lease.task_id,
-            )
+            ):
+                run_ended.send(sender=self, store=rt.store, **_ended(identity, RuntimeStatus.COMPLETED))
         else:
             lease.complete(dumps(result))
         return result
@@ -146,10 +148,12 @@ class SingletonTask(Task):
 def complete_run(task: Task, result: Any) -> None:
     """Complete the run of `task` (the appended completion task) with `result`."""
     identity = RunIdentity.from_request(task.request)
-    runtime(task.app).store.end_run(
+    store = runtime(task.app).store
+    if store.end_run(
         identity.instance_id, run_id=identity.run_id, status=RuntimeStatus.COMPLETED,
         output_json=dumps(result),
-    )
+    ):
+        run_ended.send(sender=task, store=store, **_ended(identity, RuntimeStatus.COMPLETED))
 
 
 def fail_run(app: Celery, request: Any, exc: BaseException) -> None:
@@ -157,10 +161,12 @@ def fail_run(app: Celery, request: Any, exc: BaseException) -> None:
     identity = RunIdentity.from_request(request)
     if identity is None:
         return
-    runtime(app).store.end_run(
+    store = runtime(app).store
+    if store.end_run(
         identity.instance_id, run_id=identity.run_id, status=RuntimeStatus.FAILED,
         output_json=dumps(f"{type(exc).__name__}: {exc}"), task_id=request.id or "",
-    )
+    ):
+        run_ended.send(sender=app, store=store, **_ended(identity, RuntimeStatus.FAILED))
 
 
 def revoke_run(app: Celery, request: Any) -> None:
@@ -168,7 +174,14 @@ def revoke_run(app: Celery, request: Any) -> None:
     identity = RunIdentity.from_request(request)
     if identity is None:
         return
-    runtime(app).store.end_run(
+    store = runtime(app).store
+    if store.end_run(
         identity.instance_id, run_id=identity.run_id, status=RuntimeStatus.TERMINATED,
         output_json=dumps("revoked"),
-    )
+    ):
+        run_ended.send(sender=app, store=store, **_ended(identity, RuntimeStatus.TERMINATED))
+
+
+def _ended(identity: RunIdentity, status: RuntimeStatus) -> dict[str, str]:
+    # The run_ended signal's arguments for a run whose identity is known.
+    return {"instance_id": identity.instance_id, "orchestrator": identity.name, "status": status.value}

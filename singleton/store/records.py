@@ -17,7 +17,7 @@ from celery import Celery
 from ..errors import ServiceUnavailable
 from ..settings import Settings
 from ..status import RuntimeStatus
-from .keys import Keys, KeySpace
+from .keys import SHARDS, Keys, KeySpace
 from .scripts import Scripts
 from .verdicts import (
     ClaimResult,
@@ -326,6 +326,37 @@ class Store:
                 by_status[_text(status)] = by_status.get(_text(status), 0) + 1
         return {"live": live, "records": records, "created_since": recent,
                 "live_by_status": by_status, "sampled": len(ids) < live}
+
+    # -- metrics: live runs by status, for a scrape ----------------------------------
+    # Reads only the shards' alive indexes and the status field of a bounded random
+    # sample of their records: two round trips, at most `sample` HGETs, however many
+    # runs are live.
+    @_unavailable
+    def live_runs(self, sample: int = 1024) -> dict[str, float]:
+        """Return how many runs are live, by status.
+
+        Exact while no shard holds more than ``sample / SHARDS`` live runs; beyond that,
+        each shard's split by status is estimated from a random sample of its runs
+        (the total per shard stays exact).
+        """
+        per_shard = max(1, sample // SHARDS)
+        pipe = self._redis.pipeline(transaction=False)
+        for key in self._keyspace.per_shard("alive"):
+            pipe.zcard(key)
+            pipe.zrandmember(key, per_shard)
+        replies = pipe.execute()
+        shards = [(int(total), [_text(m) for m in members or ()])
+                  for total, members in zip(replies[::2], replies[1::2], strict=True)]
+        for _, members in shards:
+            for instance_id in members:
+                pipe.hget(self.keys(instance_id).record, "status")
+        statuses = iter(pipe.execute())
+        counts: dict[str, float] = {}
+        for total, members in shards:
+            seen = [_text(s) for s in (next(statuses) for _ in members) if s is not None]
+            for status in seen:
+                counts[status] = counts.get(status, 0.0) + total / len(seen)
+        return counts
 
     # -- reads ------------------------------------------------------------------
     def read(self, instance_id: str) -> dict[str, str] | None:
