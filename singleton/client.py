@@ -381,7 +381,12 @@ class OrchestrationClient:
                 continuation_token=token,
                 show_input=False,
             )
-            deleted += self._store.purge_many(s.instance_id for s in page.instances)
+            deleted += self._store.purge_many(
+                (s.instance_id for s in page.instances),
+                created_from_us=_us(created_time_from, -math.inf),
+                created_to_us=_us(created_time_to, math.inf),
+                statuses=finished,
+            )
             token = page.continuation_token
             if token is None:
                 return deleted

@@ -59,3 +59,37 @@ def test_listing_with_an_empty_status_list_matches_nothing(client, window):
     _, bounds = window
     page = client.get_status_by(runtime_status=[], **bounds)
     assert page.instances == [] and page.continuation_token is None
+
+
+def test_purge_by_filter_keeps_a_record_re_run_after_it_was_listed(app, redis_client):
+    # Listed in the window as Completed; re-run (and finished again) before the purge.
+    store = runtime(app).store
+    instance_id = f"purge-{uuid.uuid4().hex[:10]}"
+    since = redis_now(redis_client)
+    create(store, instance_id, RuntimeStatus.COMPLETED)
+    until = redis_now(redis_client)
+    create(store, instance_id, RuntimeStatus.COMPLETED)
+    try:
+        purged = store.purge_many([instance_id], created_from_us=since.timestamp() * 1e6,
+                                  created_to_us=until.timestamp() * 1e6, statuses=["Completed"])
+        assert purged == 0
+        assert store.read(instance_id)["status"] == "Completed"
+    finally:
+        remove(store, [instance_id])
+
+
+def test_purge_by_filter_keeps_a_record_whose_status_changed_after_it_was_listed(app, redis_client):
+    # Listed as Failed; re-run and Completed before the purge (an open-ended window).
+    store = runtime(app).store
+    instance_id = f"purge-{uuid.uuid4().hex[:10]}"
+    since_us = redis_now(redis_client).timestamp() * 1e6
+    create(store, instance_id, RuntimeStatus.FAILED)
+    create(store, instance_id, RuntimeStatus.COMPLETED)
+    try:
+        assert store.purge_many([instance_id], created_from_us=since_us, statuses=["Failed"]) == 0
+        assert store.read(instance_id)["status"] == "Completed"
+        both = ["Failed", "Completed"]
+        assert store.purge_many([instance_id], created_from_us=since_us, statuses=both) == 1
+    finally:
+        remove(store, [instance_id])
+

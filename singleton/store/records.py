@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -55,6 +56,12 @@ def _text(value: bytes | str | None) -> str:
 
 def _us(seconds: float) -> int:
     return int(seconds * 1_000_000)
+
+
+def _bound(us: float | None, rounding: Callable[[float], int]) -> str:
+    # Created times are whole µs: a bound rounded inwards matches the same records.
+    # An open end of the window ('' in the script) is None or infinite.
+    return "" if us is None or math.isinf(us) else str(rounding(us))
 
 
 def _found(reply: list[Any]) -> Found:
@@ -213,15 +220,30 @@ class Store:
 
     @_unavailable
     def purge(self, instance_id: str) -> Found:
-        """Delete a terminal record; OK, MISSING or LIVE, and the status found."""
-        return _found(self._run("purge", instance_id, []))
+        """Delete a terminal record and its tick counts; OK, MISSING or LIVE, and the status."""
+        return _found(self._run("purge", instance_id, ["", "", ""]))
 
     @_unavailable
-    def purge_many(self, instance_ids: Iterable[str]) -> int:
-        """Delete several terminal records in one round trip; return how many went."""
+    def purge_many(
+        self,
+        instance_ids: Iterable[str],
+        *,
+        created_from_us: float | None = None,
+        created_to_us: float | None = None,
+        statuses: Iterable[str] | None = None,
+    ) -> int:
+        """Delete several terminal records in one round trip; return how many went.
+
+        The filter they were listed by is checked again in the script: a record
+        re-run since (another created time, another status) is kept.
+        """
+        wanted = None if statuses is None else list(statuses)
+        if wanted == []:
+            return 0  # no status asked for matches nothing
+        args = [_bound(created_from_us, math.ceil), _bound(created_to_us, math.floor), " ".join(wanted or ())]
         pipe = self._redis.pipeline(transaction=False)
         for instance_id in instance_ids:
-            self._run("purge", instance_id, [], client=pipe)
+            self._run("purge", instance_id, args, client=pipe)
         return sum(_found(reply).outcome is Verdict.OK for reply in pipe.execute())
 
     # -- suspend, resume, events --------------------------------------------------
