@@ -9,8 +9,10 @@ import pytest
 
 from singleton import RuntimeStatus
 from singleton.runtime import runtime
+from singleton.schedules import START_TASK
 from singleton.status import LIVE_STATUSES
 from tests.test_listing import create, redis_now, remove
+from tests.workers import wait_until
 
 
 @pytest.fixture
@@ -93,3 +95,11 @@ def test_purge_by_filter_keeps_a_record_whose_status_changed_after_it_was_listed
     finally:
         remove(store, [instance_id])
 
+
+def test_purging_an_instance_deletes_its_beat_tick_counts(app, client, worker, uid):
+    app.send_task(START_TASK, args=["Timed", uid], kwargs={"input": {"key": uid, "seconds": 0}})
+    store = runtime(app).store
+    wait_until(lambda: store.tick_counts(uid).get("started"), 20, "the tick to start the run")
+    client.wait_for_completion(uid, timeout=30)
+    assert client.purge_instance_history(uid) == 1
+    assert store.tick_counts(uid) == {}
