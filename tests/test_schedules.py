@@ -303,8 +303,10 @@ def test_two_beat_processes_on_an_aligned_schedule_start_at_most_one_run_per_slo
     ticks = 5
     sources = [ALIGNED_BEAT.format(app_source=source, id=uid, input={"key": uid, "seconds": 0},
                                    overlap="buffer_one", ticks=ticks) for source in (PROJ_APP, BARE_APP)]
-    beats = [Beat(tmp_path, source, name=f"aligned{n}").start() for n, source in enumerate(sources)]
+    beats = [Beat(tmp_path, source, name=f"aligned{n}") for n, source in enumerate(sources)]
     try:
+        for beat in beats:
+            beat.start()
         wait_until(lambda: all(b.ticks_sent() == ticks for b in beats), 30, f"{ticks} ticks per beat")
         counts = final_counts(app, uid, 2 * ticks)
     finally:
