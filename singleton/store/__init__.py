@@ -26,6 +26,8 @@ from .verdicts import (
     Release,
     StepGate,
     StepVerdict,
+    TickBegin,
+    TickVerdict,
     Verdict,
 )
 
@@ -38,8 +40,10 @@ __all__ = [
     "StepVerdict",
     "Verdict",
     "ReapVerdict",
+    "TickVerdict",
     "ClaimResult",
     "StepGate",
     "Found",
     "Release",
+    "TickBegin",
 ]

@@ -28,7 +28,11 @@ so an instance's keys and the index entries a claim touches share a slot:
     <p>:{<s>}:prev:<instance_id>   hash  the finished record a claim replaced, kept
                                          5 minutes so a failed publish can restore it
     <p>:{<s>}:ticks:<instance_id>  hash  beat ticks of the ID by outcome (started,
-                                         skipped, buffered), kept for the retention
+                                         skipped, buffered, failed); "slot:<schedule>"
+                                         the latest due time (µs) a tick took;
+                                         "t:<task id>" the outcomes a recent tick
+                                         counted, ":recent" those ids (JSON); kept
+                                         for the retention
     <p>:{<s>}:buffer:<instance_id> str   the token of the one buffered beat tick (PX)
 
 Every script receives all of its instance's keys, in the order of ``Keys``, so each

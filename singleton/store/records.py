@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -27,11 +28,15 @@ from .verdicts import (
     Release,
     StepGate,
     StepVerdict,
+    TickBegin,
+    TickVerdict,
     Verdict,
 )
 
 # How long a claim keeps the finished record it replaced, for undo_claim.
 PREVIOUS_RECORD_TTL_MS = 300_000
+# How many recent ticks of an instance keep their outcomes, against redeliveries.
+TICK_MEMORY = 64
 TERMINATED_BY_START = '"Terminated by a new start of the same ID (terminate_existing)."'
 _T = TypeVar("_T")
 
@@ -55,6 +60,12 @@ def _text(value: bytes | str | None) -> str:
 
 def _us(seconds: float) -> int:
     return int(seconds * 1_000_000)
+
+
+def _bound(us: float | None, rounding: Callable[[float], int]) -> str:
+    # Created times are whole µs: a bound rounded inwards matches the same records.
+    # An open end of the window ('' in the script) is None or infinite.
+    return "" if us is None or math.isinf(us) else str(rounding(us))
 
 
 def _found(reply: list[Any]) -> Found:
@@ -213,15 +224,30 @@ class Store:
 
     @_unavailable
     def purge(self, instance_id: str) -> Found:
-        """Delete a terminal record; OK, MISSING or LIVE, and the status found."""
-        return _found(self._run("purge", instance_id, []))
+        """Delete a terminal record and its tick counts; OK, MISSING or LIVE, and the status."""
+        return _found(self._run("purge", instance_id, ["", "", ""]))
 
     @_unavailable
-    def purge_many(self, instance_ids: Iterable[str]) -> int:
-        """Delete several terminal records in one round trip; return how many went."""
+    def purge_many(
+        self,
+        instance_ids: Iterable[str],
+        *,
+        created_from_us: float | None = None,
+        created_to_us: float | None = None,
+        statuses: Iterable[str] | None = None,
+    ) -> int:
+        """Delete several terminal records in one round trip; return how many went.
+
+        The filter they were listed by is checked again in the script: a record
+        re-run since (another created time, another status) is kept.
+        """
+        wanted = None if statuses is None else list(statuses)
+        if wanted == []:
+            return 0  # no status asked for matches nothing
+        args = [_bound(created_from_us, math.ceil), _bound(created_to_us, math.floor), " ".join(wanted or ())]
         pipe = self._redis.pipeline(transaction=False)
         for instance_id in instance_ids:
-            self._run("purge", instance_id, [], client=pipe)
+            self._run("purge", instance_id, args, client=pipe)
         return sum(_found(reply).outcome is Verdict.OK for reply in pipe.execute())
 
     # -- suspend, resume, events --------------------------------------------------
@@ -393,19 +419,31 @@ class Store:
 
     # -- schedules: beat tick outcomes and the one buffered tick --------------------
     @_unavailable
-    def count_tick(self, instance_id: str, *, outcome: str) -> int:
-        """Count one beat tick of the instance that ended as `outcome`; return the new count."""
-        key = self.keys(instance_id).ticks
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hincrby(key, outcome, 1)
-        pipe.pexpire(key, self._retention_us // 1000)
-        return int(pipe.execute()[0])
+    def begin_tick(self, instance_id: str, *, token: str, duplicate: str, slot: str = "",
+                   due_us: int = 0) -> TickBegin:
+        """Note a delivery of beat tick `token` due at `due_us` in its schedule's `slot`.
+
+        NEW: decide it. SEEN: a redelivery or retry, with the outcomes it counted.
+        DUPLICATE: a tick of a due time as late or later in the slot was taken; this one
+        is counted as `duplicate`. Ticks with no slot ('') are only told from their own
+        redeliveries.
+        """
+        args = ["begin", token, duplicate, slot, due_us, self._retention_us // 1000, TICK_MEMORY]
+        verdict, detail = (_text(v) for v in self._run("tick", instance_id, args))
+        return TickBegin(TickVerdict(verdict), detail)
+
+    @_unavailable
+    def count_tick(self, instance_id: str, *, token: str, outcome: str) -> bool:
+        """Count beat tick `token` as `outcome`, once: False if it was counted so already."""
+        args = ["count", token, outcome, "", 0, self._retention_us // 1000, TICK_MEMORY]
+        return bool(self._run("tick", instance_id, args))
 
     @_unavailable
     def tick_counts(self, instance_id: str) -> dict[str, int]:
         """Return the instance's beat tick counts by outcome (empty when none)."""
         row = self._redis.hgetall(self.keys(instance_id).ticks)
-        return {_text(k): int(v) for k, v in row.items()}
+        # The other fields (slot:, t:, :recent) say which ticks were seen.
+        return {_text(k): int(v) for k, v in row.items() if ":" not in _text(k)}
 
     @_unavailable
     def hold_buffer(self, instance_id: str, *, token: str, ttl_s: float) -> bool:

@@ -62,6 +62,21 @@ class ReapVerdict(enum.StrEnum):
     GONE = "gone"  # no longer live
 
 
+class TickVerdict(enum.StrEnum):
+    """What a beat tick's delivery is, against its slot and its own past (tick.lua)."""
+
+    NEW = "new"  # the tick's first delivery, and its slot is its own: decide it
+    SEEN = "seen"  # a redelivery or a retry; detail is the outcomes counted so far
+    DUPLICATE = "duplicate"  # its schedule slot was decided already; detail is its due µs
+
+
+class TickBegin(NamedTuple):
+    """A tick's verdict and its detail ('' when none)."""
+
+    outcome: TickVerdict
+    detail: str
+
+
 @dataclass(frozen=True)
 class ClaimResult:
     """What a claim found: our new run, or the run that kept the ID (and why)."""
