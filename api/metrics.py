@@ -17,10 +17,13 @@ from flask import Blueprint, Flask, Response, current_app
 from singleton import metrics
 from singleton.runtime import runtime
 
+from . import cors
+
 EXTENSION = "singleton.metrics"
 PATH = "/metrics"
 
 blueprint = Blueprint("metrics", __name__)
+cors.install(blueprint)  # OPTIONS answers 204 like every route of the API, never 401
 
 
 @blueprint.get(PATH)
