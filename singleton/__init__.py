@@ -5,13 +5,14 @@ The public surface, grouped:
 - Defining work: ``orchestrator`` (decorator), ``SingletonTask`` (the app's task
   class), ``init_app`` (registers the layer's tasks and signals on an app).
 - Inside a run: ``wait_for_external_event`` and ``continue_as_new`` (canvas steps;
-  ``UNSET`` marks "no default" / "no input"), ``set_custom_status`` (from a step).
+  ``UNSET`` marks "no default" / "no input"), ``set_custom_status`` (from a step),
+  ``current_run`` (from a step: the run's ``CurrentRun``, with its fencing number).
 - Starting and managing: ``OrchestrationClient``, ``StatusPage``, ``StartedRun``; start policies
   ``IfLive`` and ``IfFinished``.
 - Statuses: ``RuntimeStatus``, ``OrchestrationStatus``, ``StepHistory``,
   ``new_instance_id``, ``validate_instance_id``, ``validate_event_name``.
 - Observing: ``step_started`` and ``step_finished`` (signals; real executions only).
-- Settings: ``Settings``.
+- Settings: ``Settings`` (``init_app`` refuses contradicting timings: ``InvalidSettings``).
 - Errors: ``SingletonError`` and its subclasses; ``ErrorCategory`` (what each means
   to the HTTP layer and the CLI).
 """
@@ -30,6 +31,7 @@ from .errors import (
     InvalidEventName,
     InvalidInput,
     InvalidInstanceId,
+    InvalidSettings,
     InvalidTransition,
     NotInRun,
     OrchestratorNotFound,
@@ -40,6 +42,7 @@ from .errors import (
 )
 from .orchestrator import get_orchestrator, orchestrator, orchestrator_names
 from .policies import IfFinished, IfLive
+from .runs import CurrentRun, current_run
 from .settings import Settings
 from .signals import step_finished, step_started
 from .status import (
@@ -64,6 +67,8 @@ __all__ = [
     "wait_for_external_event",
     "continue_as_new",
     "set_custom_status",
+    "current_run",
+    "CurrentRun",
     "UNSET",
     # starting and managing
     "OrchestrationClient",
@@ -93,6 +98,7 @@ __all__ = [
     "InvalidEventName",
     "InvalidContinuationToken",
     "NotInRun",
+    "InvalidSettings",
     "InstanceError",
     "InstanceAlreadyExists",
     "InstanceNotFound",
