@@ -10,6 +10,7 @@ stops the rest of its chain.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery import Celery, Task
@@ -17,14 +18,17 @@ from celery.exceptions import Ignore
 from celery.worker.request import Request
 from kombu.utils.json import dumps, loads
 
+from .errors import ServiceUnavailable
 from .leases import Lease
 from .runs import CurrentRun, RunIdentity, running_in
 from .runtime import Runtime, runtime
 from .signals import step_finished, step_started
 from .status import RuntimeStatus
-from .store import StepVerdict
+from .store import StepGate, StepVerdict
 
 logger = logging.getLogger(__name__)
+# How often a gate that cannot reach the store tries again (while it holds the message).
+STORE_RETRY_S = 0.5
 
 
 class SingletonRequest(Request):
@@ -63,11 +67,7 @@ class SingletonTask(Task):
         # The delivery as the gate sees it, kept while the step runs: if its lease runs
         # out with no completion, the reconciler publishes it again (same task id).
         message = dumps(dict(self.signature_from_request(self.request, args, kwargs)))
-        gate = rt.store.begin_step(
-            identity.instance_id, run_id=identity.run_id, task_id=lease.task_id, token=lease.token,
-            lease_s=rt.settings.step_lease, name=self.name, message_json=message,
-            parent_id=self.request.parent_id or "",
-        )
+        gate = self._gate(rt, identity, lease, message)
         match gate.outcome:
             case StepVerdict.RUN:
                 run = CurrentRun(identity.instance_id, identity.run_id, gate.fence, identity.name)
@@ -89,6 +89,24 @@ class SingletonTask(Task):
             self.name, lease.task_id, identity.run_id, identity.instance_id, gate.outcome, gate.detail,
         )
         raise Ignore()
+
+    def _gate(self, rt: Runtime, identity: RunIdentity, lease: Lease, message: str) -> StepGate:
+        # A store that restarts or fails over is back within seconds: wait for it (up to
+        # a step lease) while this delivery holds its message, rather than fail the step
+        # with nobody able to record the failure.
+        deadline = time.monotonic() + rt.settings.step_lease
+        while True:
+            try:
+                return rt.store.begin_step(
+                    identity.instance_id, run_id=identity.run_id, task_id=lease.task_id,
+                    token=lease.token, lease_s=rt.settings.step_lease, name=self.name,
+                    message_json=message, parent_id=self.request.parent_id or "",
+                )
+            except ServiceUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                logger.warning("The store is unreachable; %s[%s] waits for it.", self.name, lease.task_id)
+                time.sleep(STORE_RETRY_S)
 
     def _run_leased(
         self, rt: Runtime, identity: RunIdentity, lease: Lease, args: tuple, kwargs: dict
