@@ -5,7 +5,8 @@ The public surface, grouped:
 - Defining work: ``orchestrator`` (decorator), ``SingletonTask`` (the app's task
   class), ``init_app`` (registers the layer's tasks and signals on an app).
 - Inside a run: ``wait_for_external_event`` and ``continue_as_new`` (canvas steps;
-  ``UNSET`` marks "no default" / "no input"), ``set_custom_status`` (from a step).
+  ``UNSET`` marks "no default" / "no input"), ``set_custom_status`` (from a step),
+  ``current_run`` (from a step: the run's ``CurrentRun``, with its fencing number).
 - Starting and managing: ``OrchestrationClient``, ``StatusPage``, ``StartedRun``; start policies
   ``IfLive`` and ``IfFinished``.
 - Statuses: ``RuntimeStatus``, ``OrchestrationStatus``, ``StepHistory``,
@@ -13,7 +14,7 @@ The public surface, grouped:
 - Observing: ``step_started`` and ``step_finished`` (signals; real executions only),
   ``start_decided`` (with ``StartOutcome``), ``gate_decided``, ``run_ended``,
   ``reconciled``, ``tick_decided``; ``singleton.metrics`` and ``singleton.tracing``.
-- Settings: ``Settings``.
+- Settings: ``Settings`` (``init_app`` refuses contradicting timings: ``InvalidSettings``).
 - Errors: ``SingletonError`` and its subclasses; ``ErrorCategory`` (what each means
   to the HTTP layer and the CLI).
 """
@@ -32,6 +33,7 @@ from .errors import (
     InvalidEventName,
     InvalidInput,
     InvalidInstanceId,
+    InvalidSettings,
     InvalidTransition,
     NotInRun,
     OrchestratorNotFound,
@@ -42,6 +44,7 @@ from .errors import (
 )
 from .orchestrator import get_orchestrator, orchestrator, orchestrator_names
 from .policies import IfFinished, IfLive
+from .runs import CurrentRun, current_run
 from .settings import Settings
 from .signals import (
     StartOutcome,
@@ -75,6 +78,8 @@ __all__ = [
     "wait_for_external_event",
     "continue_as_new",
     "set_custom_status",
+    "current_run",
+    "CurrentRun",
     "UNSET",
     # starting and managing
     "OrchestrationClient",
@@ -110,6 +115,7 @@ __all__ = [
     "InvalidEventName",
     "InvalidContinuationToken",
     "NotInRun",
+    "InvalidSettings",
     "InstanceError",
     "InstanceAlreadyExists",
     "InstanceNotFound",

@@ -174,6 +174,17 @@ class InvalidTransition(InstanceError):
         )
 
 
+class InvalidSettings(SingletonError):
+    """Timing settings that contradict each other: the app refuses to start with them."""
+
+    code = "invalid_settings"
+    category = ErrorCategory.INTERNAL
+
+    def __init__(self, setting: str, reason: str) -> None:
+        self.setting, self.reason = setting, reason
+        super().__init__(f"singleton_{setting}: {reason}")
+
+
 class NotInRun(SingletonError):
     """A run-only call (set_custom_status, say) was made outside a step of a run."""
 

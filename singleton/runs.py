@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID, uuid5
@@ -9,6 +12,8 @@ from uuid import UUID, uuid5
 from celery import Celery
 from celery.canvas import Signature, chain
 from celery.utils import uuid
+
+from .errors import NotInRun
 
 STAMP_INSTANCE = "singleton_instance"
 STAMP_RUN = "singleton_run"
@@ -52,6 +57,46 @@ class RunIdentity:
     def is_final(self, task_id: str) -> bool:
         """Return True if `task_id` is the step whose result is the run's output."""
         return bool(self.final) and task_id == self.final
+
+
+@dataclass(frozen=True)
+class CurrentRun:
+    """The run a step executes in, as ``current_run()`` tells user code.
+
+    ``fence`` is the run's fencing number: it grows with every run of the instance
+    ID, so an external system that keeps the highest fence it has seen per ID can
+    refuse a write from a step of an older run (see the README, "Fencing tokens").
+    """
+
+    instance_id: str
+    run_id: str
+    fence: int
+    orchestrator: str
+
+
+_CURRENT: ContextVar[CurrentRun | None] = ContextVar("singleton_current_run", default=None)
+
+
+def current_run() -> CurrentRun:
+    """Return the run of the step executing now (instance, run ID, fence, orchestrator).
+
+    Raises:
+        NotInRun: called outside the user code of a step of an orchestration run.
+    """
+    run = _CURRENT.get()
+    if run is None:
+        raise NotInRun("current_run")
+    return run
+
+
+@contextmanager
+def running_in(run: CurrentRun) -> Iterator[None]:
+    """Make `run` what ``current_run()`` answers while the block runs (the worker's use)."""
+    token = _CURRENT.set(run)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
 
 
 def _single(value: Any) -> Any:

@@ -13,8 +13,12 @@ so an instance's keys and the index entries a claim touches share a slot:
     <p>:{<s>}:steps:<instance_id>  hash  step markers of the live run, by task id:
                                          "run:<token>:<lease-until-µs>" while a delivery
                                          runs the step, "done:<json result>" after it,
-                                         "parked" for a wait; "t:<task id>" holds
-                                         "<start µs>|<task name>" for the history
+                                         "parked" for a wait, "run:resent:<until-µs>"
+                                         once the reconciler sent it again;
+                                         "t:<task id>" holds "<start µs>|<task name>"
+                                         for the history, "m:<task id>" the step's
+                                         message (JSON) from its gate until the next
+                                         step starts, for the reconciler to re-send
     <p>:{<s>}:h:<instance_id>      list  the run's history: one JSON entry per step
     <p>:{<s>}:drain:<instance_id>  hash  steps of ended runs still executing, by task id
                                          ("run:<token>:<lease-until-µs>"): no step of a

@@ -24,6 +24,7 @@ from .verdicts import (
     ClaimResult,
     ClaimVerdict,
     Found,
+    Reaped,
     ReapVerdict,
     Release,
     StepGate,
@@ -78,8 +79,13 @@ def _release(reply: list[Any]) -> Release:
 
 
 def _gate(reply: list[Any]) -> StepGate:
-    outcome, detail = (_text(v) for v in reply)
-    return StepGate(StepVerdict(outcome), detail)
+    outcome, detail, *fence = (_text(v) for v in reply)
+    return StepGate(StepVerdict(outcome), detail, int(fence[0]) if fence else 0)
+
+
+def _reaped(reply: list[Any]) -> Reaped:
+    outcome, *messages = (_text(v) for v in reply)
+    return Reaped(ReapVerdict(outcome), tuple(messages))
 
 
 class Store:
@@ -158,10 +164,17 @@ class Store:
     # -- steps ------------------------------------------------------------------
     @_unavailable
     def begin_step(
-        self, instance_id: str, *, run_id: str, task_id: str, token: str, lease_s: float, name: str = ""
+        self, instance_id: str, *, run_id: str, task_id: str, token: str, lease_s: float, name: str = "",
+        message_json: str = "", parent_id: str = "",
     ) -> StepGate:
-        """Decide whether this delivery of a step may run user code, and take its lease."""
-        args = [run_id, task_id, token, _us(lease_s), self._retention_us, name]
+        """Decide whether this delivery of a step may run user code, and take its lease.
+
+        `message_json` is the delivery as the gate saw it: kept while the step runs (and
+        after, until the next step starts), so the reconciler can send it again if its
+        lease runs out with no completion. `parent_id` names the step before it, whose
+        kept message this start drops.
+        """
+        args = [run_id, task_id, token, _us(lease_s), self._retention_us, name, message_json, parent_id]
         return _gate(self._run("begin_step", instance_id, args))
 
     @_unavailable
@@ -316,12 +329,20 @@ class Store:
         return [_text(m) for rows in shards for m, score in rows if score <= now_us]
 
     @_unavailable
-    def reap(self, instance_ids: Iterable[str], *, lost_json: str, timed_out_json: str) -> list[ReapVerdict]:
-        """Fail each overdue run (lost or timed out), one script each, in one round trip."""
+    def reap(
+        self, instance_ids: Iterable[str], *, lost_json: str, timed_out_json: str, resend_s: float
+    ) -> list[Reaped]:
+        """Recover or fail each overdue run, one script each, in one round trip.
+
+        A run whose step lease ran out hands back the step's kept message (RESENT): the
+        caller publishes it again, and the step is sent once more if it has not started
+        within `resend_s`. Otherwise the run fails (lost or timed out) or is left alone.
+        """
+        args = [self._retention_us, lost_json, timed_out_json, _us(resend_s)]
         pipe = self._redis.pipeline(transaction=False)
         for instance_id in instance_ids:
-            self._run("reap", instance_id, [self._retention_us, lost_json, timed_out_json], client=pipe)
-        return [ReapVerdict(_text(outcome)) for outcome in pipe.execute()]
+            self._run("reap", instance_id, args, client=pipe)
+        return [_reaped(reply) for reply in pipe.execute()]
 
     # -- the dashboard's summary: bounded reads of every shard's two indexes ------
     @_unavailable

@@ -55,6 +55,7 @@ class Verdict(enum.StrEnum):
 class ReapVerdict(enum.StrEnum):
     """What the reconciler's script did with one overdue run (reap.lua)."""
 
+    RESENT = "resent"  # steps whose lease ran out were handed back to be sent again
     LOST = "lost"  # failed: no sign of life within its lease
     TIMED_OUT = "timed_out"  # failed: past its deadline
     PARKED = "parked"  # suspended or waiting: silent by design, left alone
@@ -94,10 +95,22 @@ class ClaimResult:
 
 @dataclass(frozen=True)
 class StepGate:
-    """The gate's verdict for one delivery of one step, with its detail."""
+    """The gate's verdict for one delivery of one step, with its detail.
+
+    ``fence`` is the run's fencing number when the verdict is RUN (else 0).
+    """
 
     outcome: StepVerdict
     detail: str
+    fence: int = 0
+
+
+@dataclass(frozen=True)
+class Reaped:
+    """What the reconciler's script did with one overdue run, and what to send again."""
+
+    outcome: ReapVerdict
+    messages: tuple[str, ...] = ()
 
 
 class Found(NamedTuple):

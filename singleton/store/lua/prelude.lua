@@ -32,11 +32,22 @@ local function history(task_id, outcome, result)
     start = string.sub(began, 1, sep - 1), ['end'] = fmt(now_us()), outcome = outcome,
     result = result}))
 end
+-- The time a step marker "run:<token>:<until>" holds its lease until (µs).
+local function lease_end(marker) return tonumber(string.match(marker, ':(%d+)$')) end
 -- A sign of life: the run may stay silent for its lease (plus `extra_us`) before the
--- reconciler fails it as lost, and never beyond its deadline (the run's timeout).
+-- reconciler fails it as lost, and never beyond its deadline (the run's timeout). A
+-- running step's lease that ends sooner brings the reconciler sooner: if the step's
+-- worker died, the reconciler sends the step again (reap.lua).
 local function alive(extra_us)
   local f = redis.call('HMGET', k.inst, 'lease', 'deadline')
   local until_us = now_us() + (tonumber(f[1]) or 0) + (extra_us or 0)
+  local steps = redis.call('HVALS', k.steps)
+  for i = 1, #steps do
+    if string.sub(steps[i], 1, 4) == 'run:' then
+      local ends = lease_end(steps[i])
+      if ends < until_us then until_us = ends end
+    end
+  end
   local deadline = tonumber(f[2])
   if deadline and deadline < until_us then until_us = deadline end
   redis.call('ZADD', k.alive, fmt(until_us), k.id)
@@ -48,7 +59,9 @@ local function drain(now, except_task)
   local steps = redis.call('HGETALL', k.steps)
   for i = 1, #steps, 2 do
     local task, marker = steps[i], steps[i + 1]
-    if task ~= except_task and string.sub(marker, 1, 4) == 'run:' then
+    -- (A step the reconciler sent again, "run:resent:...", is executing nowhere yet.)
+    if task ~= except_task and string.sub(marker, 1, 4) == 'run:'
+        and string.sub(marker, 1, 11) ~= 'run:resent:' then
       local lease_until = tonumber(string.match(marker, ':(%d+)$'))
       if lease_until > now then
         redis.call('HSET', k.drain, task, marker)
