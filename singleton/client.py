@@ -33,7 +33,7 @@ from .errors import (
 )
 from .orchestrator import Orchestrator, get_orchestrator
 from .policies import IfFinished, IfLive
-from .runs import RunIdentity, apply_run, run_canvas
+from .runs import RunIdentity, publish_message, run_canvas, run_message
 from .runtime import runtime
 from .status import (
     OrchestrationStatus,
@@ -43,7 +43,7 @@ from .status import (
     validate_event_name,
     validate_instance_id,
 )
-from .store import SHARDS, ClaimResult, ClaimVerdict, Release, Verdict
+from .store import SHARDS, START_ENTRY, ClaimResult, ClaimVerdict, Release, Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -138,19 +138,27 @@ class OrchestrationClient:
             raise InvalidInput(str(exc)) from exc
         identity = RunIdentity(instance_id, uuid.uuid4().hex, orchestrator.name)
         canvas, identity = run_canvas(self._app, canvas, identity)
+        message = run_message(canvas)
+        # The claim keeps the first message in the instance's outbox: a caller that dies
+        # before its publish leaves it to a retried start or the reconciler to send.
         claim = self._store.claim(
             instance_id, name=orchestrator.name, run_id=identity.run_id, input_json=input_json,
             if_live=live, if_finished=finished, request_id=request_id,
             lease_s=orchestrator.lease or self._run_lease, timeout_s=orchestrator.timeout or 0.0,
+            message_json=dumps(message),
         )
         if claim.outcome is ClaimVerdict.EXISTING:
+            if claim.message:
+                self._resend(instance_id, claim.message)
             return StartedRun(instance_id, claim.run_id)
         if not claim.claimed:
             raise InstanceAlreadyExists(instance_id, claim.status, claim.run_id)
         try:
             # The client reads status from the record, never from Celery results, so it
             # need not subscribe to the first step's result channel (two commands fewer).
-            apply_run(canvas, ignore_result=True)
+            # The outbox entry is cleared by the run's first step, not here: one round
+            # trip fewer for every start.
+            publish_message(self._app, message, ignore_result=True)
         except Exception as exc:
             self._give_back(instance_id, claim)
             raise ServiceUnavailable(
@@ -182,6 +190,18 @@ class OrchestrationClient:
             record["name"], target, loads(record["input"]),
             if_live=IfLive.FAIL, if_finished=IfFinished.ALLOW,
         )
+
+    def _resend(self, instance_id: str, message_json: str) -> None:
+        # A repeated start finds its run's first message still unpublished (its first
+        # attempt died or lost its publish): send it again, under the same task ids.
+        try:
+            publish_message(self._app, loads(message_json), ignore_result=True)
+        except Exception as exc:
+            raise ServiceUnavailable(
+                f"Could not publish the orchestration to the broker: {exc}; it stays in the "
+                "outbox and is sent again by a retry or the reconciler", instance_id=instance_id,
+            ) from exc
+        self._store.sent(instance_id, entry=START_ENTRY, message_json=message_json)
 
     def _give_back(self, instance_id: str, claim: ClaimResult) -> None:
         try:
@@ -358,8 +378,8 @@ class OrchestrationClient:
             InstanceNotFound: no record exists.
             InstanceIsTerminal: the instance has finished.
             InvalidEventName, InvalidInput: nothing was sent.
-            ServiceUnavailable: the run's next step could not be published; the run
-                is left Suspended with the event applied (``resume`` publishes it).
+            ServiceUnavailable: the run's next step could not be published; the event
+                is applied and the reconciler publishes the step once the broker is back.
         """
         validate_instance_id(instance_id)
         validate_event_name(event_name)

@@ -77,8 +77,6 @@ def store(app):
 
 
 @pytest.mark.usefixtures("holds_worker")
-@pytest.mark.xfail(strict=True, reason="an idempotent retry after a lost publish answers with the "
-                   "claimed run and publishes nothing: the run never starts")
 def test_a_start_retried_after_its_first_attempt_died_before_publishing_runs(client, uid):
     # The first attempt's broker accepts the connection and never answers: it claims
     # the ID, then hangs in the publish until it is killed there.
@@ -100,8 +98,6 @@ def test_a_start_retried_after_its_first_attempt_died_before_publishing_runs(cli
     assert outcome is RuntimeStatus.COMPLETED, f"the retried start reported success; the run is {outcome}"
 
 
-@pytest.mark.xfail(strict=True, reason="a claim deletes the finished run's history and undoing "
-                   "a failed start restores the record without it")
 def test_undoing_a_failed_start_restores_the_replaced_runs_history(client, store, uid):
     store.claim(uid, name="HelloSequence", run_id="old-run", input_json="null")
     store.begin_step(uid, run_id="old-run", task_id="step-1", token="token", lease_s=30, name="say_hello")
@@ -118,8 +114,6 @@ def test_undoing_a_failed_start_restores_the_replaced_runs_history(client, store
     assert after.history == before.history, f"the restored run's history is {after.history}"
 
 
-@pytest.mark.xfail(strict=True, reason="an event-timeout timer that fires before its wait has "
-                   "parked finds nothing to end: the run then waits forever")
 def test_an_event_timeout_that_fires_before_the_wait_parks_still_ends_the_wait(
     client, uid, redis_client, holds_worker
 ):

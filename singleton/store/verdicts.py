@@ -50,6 +50,7 @@ class Verdict(enum.StrEnum):
     COMPLETED = "completed"  # the wait was the last step: the run completed
     FAILED = "failed"  # (event_timeout) the wait had no default: the run failed
     STALE = "stale"  # (event_timeout) the wait is over already
+    NOTED = "noted"  # (event_timeout) the wait has not parked yet: it ends as it parks
 
 
 class ReapVerdict(enum.StrEnum):
@@ -70,6 +71,7 @@ class ClaimResult:
     status: RuntimeStatus
     run_id: str
     fence: int = 0
+    message: str = ""  # (existing) the run's first message, still unpublished
 
     @property
     def claimed(self) -> bool:
@@ -94,9 +96,13 @@ class Found(NamedTuple):
 
 @dataclass(frozen=True)
 class Release:
-    """What an event, timeout or resume did: ``outcome`` and, to publish, park and value."""
+    """What an event, timeout or resume did: ``outcome`` and, to publish, park and value.
+
+    ``entry`` names the outbox entry that holds the release until its publish is confirmed.
+    """
 
     outcome: Verdict
     status: str
     park: str = ""
     value: str = ""
+    entry: str = ""

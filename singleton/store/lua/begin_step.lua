@@ -1,6 +1,6 @@
 -- begin_step: the step gate. May this delivery of a step run user code? If so, take
 -- the step's lease for it.
--- KEYS: the instance's keys (prelude.lua); uses inst, steps, alive, drain.
+-- KEYS: the instance's keys (prelude.lua); uses inst, steps, alive, drain, out, outbox.
 -- ARGV: 1 run_id, 2 task_id, 3 token (this delivery's), 4 lease_us, 5 retention_us,
 --   6 task_name (for the history).
 -- Returns {verdict, detail}: run, stale, done (detail: the JSON result), busy (detail:
@@ -36,6 +36,8 @@ redis.call('HSET', k.steps, task_id, 'run:' .. token .. ':' .. fmt(now + lease_u
 redis.call('PEXPIRE', k.steps, math.floor(retention_us / 1000))
 alive()
 if cur[2] ~= 'Running' then
+  -- The run's first step is here: its first message was published.
+  if cur[2] == 'Pending' then outbox_drop('start') end
   redis.call('HSET', k.inst, 'status', 'Running', 'updated', fmt(now))
 else
   redis.call('HSET', k.inst, 'updated', fmt(now))

@@ -1,6 +1,6 @@
 -- purge: delete a terminal record with its history and its index entries.
 -- KEYS: the instance's keys (prelude.lua); uses inst, steps, created, expiring, hist,
---   events, alive.
+--   events, alive, out, outbox.
 -- ARGV: none.
 -- Returns {verdict, status found}: ok, missing or live (nothing deleted).
 local status = redis.call('HGET', k.inst, 'status')
@@ -9,5 +9,6 @@ redis.call('DEL', k.inst, k.steps, k.hist, k.events)
 redis.call('ZREM', k.alive, k.id)
 redis.call('ZREM', k.created, k.id)
 redis.call('ZREM', k.expiring, k.id)
+outbox_clear()
 if not status then return {'missing', ''} end
 return {'ok', status}
