@@ -27,8 +27,10 @@ from .errors import (
     InvalidContinuationToken,
     InvalidInput,
     InvalidTransition,
+    PayloadTooLarge,
     RunReplaced,
     ServiceUnavailable,
+    TooManyEvents,
     WaitTimeout,
 )
 from .orchestrator import Orchestrator, get_orchestrator
@@ -73,7 +75,8 @@ class OrchestrationClient:
         """Bind the client to a Celery app on which ``singleton.init_app`` was called."""
         self._app = app
         self._store = runtime(app).store
-        self._run_lease = runtime(app).settings.run_lease
+        self._settings = runtime(app).settings
+        self._run_lease = self._settings.run_lease
 
     # -- starting ---------------------------------------------------------------
     def start_new(
@@ -122,8 +125,8 @@ class OrchestrationClient:
             that answers (a repeated request ID, or ``use_existing``).
 
         Raises:
-            OrchestratorNotFound, InvalidInstanceId, InvalidInput, InvalidArgument:
-                nothing was claimed.
+            OrchestratorNotFound, InvalidInstanceId, InvalidInput, InvalidArgument,
+                PayloadTooLarge (input over ``singleton_max_payload``): nothing was claimed.
             InstanceAlreadyExists: the policies keep the ID with the run on record.
             ServiceUnavailable: Redis or the broker failed; the ID is not left claimed.
         """
@@ -131,7 +134,7 @@ class OrchestrationClient:
         live, finished = _policies(orchestrator, if_live, if_finished)
         request_id = _request_id(request_id)
         instance_id = _instance_id(instance_id, request_id)
-        input_json = _encode_input(input)
+        input_json = self._encode(input, "start input")
         try:
             canvas = orchestrator.build(input)
         except (ValueError, TypeError) as exc:
@@ -378,12 +381,19 @@ class OrchestrationClient:
             InstanceNotFound: no record exists.
             InstanceIsTerminal: the instance has finished.
             InvalidEventName, InvalidInput: nothing was sent.
+            PayloadTooLarge: `data` is over ``singleton_max_payload`` bytes as JSON.
+            TooManyEvents: no run waits for it and the instance already buffers
+                ``singleton_max_events`` events; nothing was buffered.
             ServiceUnavailable: the run's next step could not be published; the event
                 is applied and the reconciler publishes the step once the broker is back.
         """
         validate_instance_id(instance_id)
         validate_event_name(event_name)
-        release = self._store.raise_event(instance_id, name=event_name, data_json=_encode_input(data))
+        limit = self._settings.max_events
+        release = self._store.raise_event(instance_id, name=event_name,
+                                          data_json=self._encode(data, "event data"), max_events=limit)
+        if release.outcome is Verdict.FULL:
+            raise TooManyEvents(instance_id, limit)
         self._released(instance_id, release, "raise an event to")
 
     def suspend(self, instance_id: str, reason: str | None = None) -> None:
@@ -407,6 +417,12 @@ class OrchestrationClient:
         release = self._store.resume(validate_instance_id(instance_id))
         self._released(instance_id, release, "resume")
         logger.info("Resumed instance %r (reason: %s).", instance_id, reason)
+
+    def _encode(self, value: Any, what: str) -> str:
+        encoded = _encode_input(value)  # ASCII: its length is its size in bytes
+        if len(encoded) > self._settings.max_payload:
+            raise PayloadTooLarge(what, len(encoded), self._settings.max_payload)
+        return encoded
 
     def _released(self, instance_id: str, release: Release, operation: str) -> None:
         _check(instance_id, release.outcome, release.status, operation)

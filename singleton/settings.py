@@ -38,6 +38,11 @@ class Settings:
         max_countdown: the longest countdown a timer message is given, in seconds;
             longer waits hop. Unset, it is half the broker's visibility timeout, so a
             held message is never delivered twice.
+        max_events: how many events one instance may buffer (raised with no wait
+            taking them); one more is refused (TooManyEvents, HTTP 429).
+        max_payload: the largest start input or event data accepted, in bytes of
+            JSON; a larger one is refused (PayloadTooLarge, HTTP 413). The HTTP API's
+            MAX_CONTENT_LENGTH bounds request bodies before they are read.
     """
 
     key_prefix: str = "singleton"
@@ -48,6 +53,8 @@ class Settings:
     max_countdown: float = REDIS_VISIBILITY_TIMEOUT / 2
     run_lease: float = 300.0
     reconcile_interval: float = 30.0
+    max_events: int = 1000
+    max_payload: int = 4 * 1024 * 1024
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any]) -> Settings:

@@ -215,8 +215,6 @@ def _finish_with_reconciler(client, uid: str, broker_url: str, timeout: float):
     return f"still {client.get_status(uid).runtime_status.value} after {timeout:.0f} s"
 
 
-@pytest.mark.xfail(strict=True, reason="event buffers are unbounded: any client can buffer "
-                   "events for an instance without limit, of any size")
 def test_the_events_buffered_for_one_instance_are_bounded(app, client, store, uid):
     # A live run that waits for nothing.
     store.claim(uid, name="Held", run_id=uuid.uuid4().hex, input_json="null")

@@ -247,9 +247,10 @@ class Store:
         return _release(self._run("resume", instance_id, []))
 
     @_unavailable
-    def raise_event(self, instance_id: str, *, name: str, data_json: str) -> Release:
-        """Hand an event to the run waiting for it, or buffer it in order."""
-        return _release(self._run("raise_event", instance_id, [name, data_json, self._retention_us]))
+    def raise_event(self, instance_id: str, *, name: str, data_json: str, max_events: int = 1000) -> Release:
+        """Hand an event to the run waiting for it, or buffer it in order (FULL: not buffered)."""
+        args = [name, data_json, self._retention_us, max_events]
+        return _release(self._run("raise_event", instance_id, args))
 
     @_unavailable
     def event_timeout(self, instance_id: str, *, run_id: str, task_id: str, failure_json: str) -> Release:

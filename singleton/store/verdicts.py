@@ -46,6 +46,7 @@ class Verdict(enum.StrEnum):
     LIVE = "live"  # (purge) a live run keeps the record
     RELEASE = "release"  # a parked delivery is handed back: publish it
     BUFFERED = "buffered"  # (raise_event) no run waits for it: the event is kept in order
+    FULL = "full"  # (raise_event) no run waits for it and the instance's buffer is full
     HELD = "held"  # the wait is over but the run is suspended: resume publishes the rest
     COMPLETED = "completed"  # the wait was the last step: the run completed
     FAILED = "failed"  # (event_timeout) the wait had no default: the run failed

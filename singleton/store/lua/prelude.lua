@@ -93,19 +93,21 @@ local function finish(status, output, retention_us, except_task)
   drain(now, except_task or '')
   redis.call('ZREM', k.alive, k.id)
   redis.call('HSET', k.inst, 'status', status, 'output', output, 'updated', fmt(now))
-  redis.call('HDEL', k.inst, unpack(PARK_FIELDS))
+  redis.call('HDEL', k.inst, 'buffered', unpack(PARK_FIELDS))
   redis.call('PEXPIRE', k.inst, math.floor(retention_us / 1000))
   redis.call('PEXPIRE', k.hist, math.floor(retention_us / 1000))
   redis.call('ZADD', k.expiring, fmt(now + retention_us), k.id)
   redis.call('DEL', k.steps, k.events)
   outbox_clear()
 end
--- Event buffers: one JSON array of raw JSON payloads per event name, oldest first.
+-- Event buffers: one JSON array of raw JSON payloads per event name, oldest first;
+-- the record's `buffered` counts them all.
 local function pop_event(name)
   local raw = redis.call('HGET', k.events, name)
   if not raw then return nil end
   local queue = cjson.decode(raw)
   local first = table.remove(queue, 1)
+  redis.call('HINCRBY', k.inst, 'buffered', -1)
   if #queue == 0 then redis.call('HDEL', k.events, name)
   else redis.call('HSET', k.events, name, cjson.encode(queue)) end
   return first
@@ -114,6 +116,7 @@ local function push_event(name, data)
   local raw = redis.call('HGET', k.events, name)
   local queue = raw and cjson.decode(raw) or {}
   table.insert(queue, data)
+  redis.call('HINCRBY', k.inst, 'buffered', 1)
   redis.call('HSET', k.events, name, cjson.encode(queue))
 end
 -- A parked delivery handed back to be published, through the outbox: the reply names
