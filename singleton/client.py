@@ -35,7 +35,7 @@ from .errors import (
 )
 from .orchestrator import Orchestrator, get_orchestrator
 from .policies import IfFinished, IfLive
-from .runs import RunIdentity, publish_message, run_canvas, run_message
+from .runs import RunIdentity, encode_message, publish_message, run_canvas, run_message
 from .runtime import runtime
 from .status import (
     OrchestrationStatus,
@@ -148,7 +148,7 @@ class OrchestrationClient:
             instance_id, name=orchestrator.name, run_id=identity.run_id, input_json=input_json,
             if_live=live, if_finished=finished, request_id=request_id,
             lease_s=orchestrator.lease or self._run_lease, timeout_s=orchestrator.timeout or 0.0,
-            message_json=dumps(message),
+            message_json=encode_message(message),
         )
         if claim.outcome is ClaimVerdict.EXISTING:
             if claim.message:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID, uuid5
@@ -9,6 +10,7 @@ from uuid import UUID, uuid5
 from celery import Celery
 from celery.canvas import Signature, chain, signature
 from celery.utils import uuid
+from kombu.utils.json import dumps
 
 STAMP_INSTANCE = "singleton_instance"
 STAMP_RUN = "singleton_run"
@@ -119,10 +121,23 @@ def run_message(canvas: Signature) -> dict[str, Any]:
     if steps is None or (canvas.subtask_type == "chain" and canvas.options):
         canvas.freeze()
         return {"canvas": canvas}
-    first, rest = steps[0], steps[1:]
-    for step in rest:
+    for step in steps:
+        # The first task's id too: a second publish must repeat every id.
         step.options.setdefault("task_id", uuid())
+    first, rest = steps[0], steps[1:]
     return {"first": first, "chain": [dict(step) for step in reversed(rest)]}
+
+
+def encode_message(message: dict[str, Any]) -> str:
+    """Return a message from ``run_message`` as JSON that kombu's json ``loads`` reads back.
+
+    The standard library's C encoder when the message is plain JSON (the usual case,
+    about twice as fast), else kombu's json, which also encodes dates, UUIDs and decimals.
+    """
+    try:
+        return json.dumps(message, separators=(",", ":"))
+    except TypeError:
+        return dumps(message)
 
 
 def publish_message(app: Celery, message: dict[str, Any], **options: Any) -> None:

@@ -6,10 +6,9 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import pytest
-from celery import Celery
-
-from singleton import OrchestrationClient, RuntimeStatus, init_app
+from singleton import RuntimeStatus
+from singleton.runtime import runtime
+from singleton.store import Store
 from tests.workers import wait_until
 
 
@@ -44,19 +43,11 @@ def test_a_sweep_never_deletes_a_live_runs_listing_entry(make_store, redis_clien
     assert listed(store, uid), "the sweep deleted the live run's listing entry"
 
 
-@pytest.fixture
-def prefixed_client(redis_server, prefix):
-    """A client of an app of its own whose keys are under the test's prefix."""
-    app = Celery("prefixed", broker=redis_server.url, backend=redis_server.url)
-    app.conf.update(singleton_key_prefix=prefix)
-    init_app(app)
-    yield OrchestrationClient(app)
-    app.close()
-
-
-def test_purge_by_filter_finds_a_run_claimed_on_an_expired_id(prefixed_client, make_store, uid):
-    since = datetime.now(UTC) - timedelta(minutes=1)
-    short, store = make_store(retention_s=0.2), make_store()
+def test_purge_by_filter_finds_a_run_claimed_on_an_expired_id(app, client, redis_client, uid):
+    # The session client's keys, with a record store whose finished records expire fast.
+    prefix = runtime(app).settings.key_prefix
+    short, store = Store(redis_client, prefix=prefix, retention_s=0.2), runtime(app).store
+    since = datetime.now(UTC) - timedelta(milliseconds=1)
     old = uuid.uuid4().hex
     short.claim(uid, name="Probe", run_id=old, input_json="null")
     short.end_run(uid, run_id=old, status=RuntimeStatus.COMPLETED, output_json="null")
@@ -64,5 +55,8 @@ def test_purge_by_filter_finds_a_run_claimed_on_an_expired_id(prefixed_client, m
     run = uuid.uuid4().hex
     store.claim(uid, name="Probe", run_id=run, input_json="null")
     store.end_run(uid, run_id=run, status=RuntimeStatus.COMPLETED, output_json="null")
-    assert prefixed_client.purge_instance_history_by(created_time_from=since) == 1
-    assert prefixed_client.get_status(uid) is None
+    # A window that holds this test's records only: the session's others are older.
+    window = {"created_time_from": since, "created_time_to": datetime.now(UTC)}
+    assert [s.instance_id for s in client.iter_status_by(**window)] == [uid]
+    assert client.purge_instance_history_by(**window) == 1
+    assert client.get_status(uid) is None
