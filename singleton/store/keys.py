@@ -32,8 +32,9 @@ so an instance's keys and the index entries a claim touches share a slot:
     <p>:{<s>}:buffer:<instance_id> str   the token of the one buffered beat tick (PX)
     <p>:{<s>}:out:<instance_id>    hash  the outbox: messages a script decided must be
                                          published, until their publish is confirmed:
-                                         "start" (the run's first message, JSON) and
+                                         "start" (the run's first message, JSON),
                                          "rel:<run>:<µs>" (a released parked delivery)
+                                         and "cont:<run>" (a continued run's canvas)
     <p>:{<s>}:outbox               zset  instances with outbox entries -> when the
                                          reconciler may re-send them (µs)
     <p>:{<s>}:prevh:<instance_id>  list  the history of the record kept in ``prev``

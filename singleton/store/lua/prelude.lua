@@ -72,12 +72,18 @@ local function draining(now)
   return longest
 end
 -- The outbox: a message a script decided must be published stays here until its
--- publisher confirms it (sent.lua) or the run's first step arrives (begin_step.lua);
--- the reconciler re-sends what is still here OUTBOX_GRACE_US later (relay.lua).
+-- publisher confirms it (sent.lua), or, for a run's first message, until the run's
+-- first step arrives (begin_step.lua); the reconciler re-sends what is still here
+-- once its grace is over (relay.lua), then at most once per OUTBOX_GRACE_US.
+-- A first message is cleared only by its step's arrival, which a queue backlog can
+-- delay: it gets a longer grace, so a busy queue is not fed duplicates.
 local OUTBOX_GRACE_US = 5000000
-local function outbox_put(field, message)
+local START_GRACE_US = 60000000
+local function outbox_put(field, message, grace_us)
   redis.call('HSET', k.out, field, message)
-  redis.call('ZADD', k.outbox, 'NX', fmt(now_us() + OUTBOX_GRACE_US), k.id)
+  local due = now_us() + (grace_us or OUTBOX_GRACE_US)
+  local scheduled = tonumber(redis.call('ZSCORE', k.outbox, k.id))
+  if not scheduled or due < scheduled then redis.call('ZADD', k.outbox, fmt(due), k.id) end
 end
 local function outbox_drop(field)
   if redis.call('HDEL', k.out, field) == 1 and redis.call('EXISTS', k.out) == 0 then

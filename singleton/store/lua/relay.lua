@@ -11,5 +11,7 @@ if #entries == 0 then
   redis.call('ZREM', k.outbox, k.id)
   return {}
 end
-redis.call('ZADD', k.outbox, fmt(now + OUTBOX_GRACE_US), k.id)
+local grace = OUTBOX_GRACE_US
+if #entries == 2 and entries[1] == 'start' then grace = START_GRACE_US end
+redis.call('ZADD', k.outbox, fmt(now + grace), k.id)
 return entries
