@@ -6,7 +6,7 @@ import json
 import uuid
 
 from singleton import RuntimeStatus
-from singleton.store import START_ENTRY, ClaimVerdict, Verdict
+from singleton.store import START_ENTRY, ClaimVerdict, StepVerdict, Verdict
 from tests.workers import wait_until
 
 MESSAGE = json.dumps({"first": {"task": "t", "options": {"task_id": "step-1"}}, "chain": []})
@@ -79,4 +79,15 @@ def test_a_continued_run_is_owed_in_the_outbox_until_its_publish_is_confirmed(st
     assert store.continue_as_new(uid, run_id=run, new_run_id=new, input_json="1", task_id="cont")
     assert list(outbox(store, redis_client, uid)) == [f"cont:{new}"]
     assert store.continued(uid, run_id=new)
+    assert outbox(store, redis_client, uid) == {}
+
+
+def test_a_first_step_that_arrives_while_its_run_is_suspended_clears_the_first_message(
+    store, redis_client, uid
+):
+    run = uuid.uuid4().hex
+    claim(store, uid, run)
+    store.suspend(uid)
+    gate = store.begin_step(uid, run_id=run, task_id="step-1", token="tok", lease_s=30, name="t")
+    assert gate.outcome is StepVerdict.SUSPENDED
     assert outbox(store, redis_client, uid) == {}

@@ -19,6 +19,8 @@ if cur[1] ~= run_id or not LIVE[cur[2]] then
   if cur[3] == task_id and cur[2] == 'ContinuedAsNew' then return {'continued', cur[1]} end
   return {'stale', cur[2] or ''}
 end
+-- A step of the run is here, so its first message was published.
+outbox_drop('start')
 if cur[2] == 'Suspended' then return {'suspended', cur[2]} end
 local now = now_us()
 local wait = draining(now)
@@ -36,8 +38,6 @@ redis.call('HSET', k.steps, task_id, 'run:' .. token .. ':' .. fmt(now + lease_u
 redis.call('PEXPIRE', k.steps, math.floor(retention_us / 1000))
 alive()
 if cur[2] ~= 'Running' then
-  -- The run's first step is here: its first message was published.
-  if cur[2] == 'Pending' then outbox_drop('start') end
   redis.call('HSET', k.inst, 'status', 'Running', 'updated', fmt(now))
 else
   redis.call('HSET', k.inst, 'updated', fmt(now))
