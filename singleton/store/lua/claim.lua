@@ -56,7 +56,7 @@ else
 end
 -- A record that expired left its expiry entry behind: it must not sweep this run away.
 redis.call('ZREM', k.expiring, k.id)
-outbox_clear()
+-- The outbox is empty here: a run's end clears it, and only a live run refills it.
 if message ~= '' then outbox_put('start', message, START_GRACE_US) end
 local fields = {'name', name, 'run', run_id, 'fence', fmt(fence), 'status', 'Pending',
   'input', input, 'created', fmt(now), 'updated', fmt(now), 'lease', fmt(lease_us)}
