@@ -56,8 +56,12 @@ else
 end
 -- A record that expired left its expiry entry behind: it must not sweep this run away.
 redis.call('ZREM', k.expiring, k.id)
--- The outbox is empty here: a run's end clears it, and only a live run refills it.
-if message ~= '' then outbox_put('start', message, START_GRACE_US) end
+-- The outbox is empty here (a run's end clears it, and only a live run refills it),
+-- so the entry's re-send time is set without comparing.
+if message ~= '' then
+  redis.call('HSET', k.out, 'start', message)
+  redis.call('ZADD', k.outbox, fmt(now + START_GRACE_US), k.id)
+end
 local fields = {'name', name, 'run', run_id, 'fence', fmt(fence), 'status', 'Pending',
   'input', input, 'created', fmt(now), 'updated', fmt(now), 'lease', fmt(lease_us)}
 local overdue = now + lease_us
