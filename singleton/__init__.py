@@ -37,9 +37,11 @@ from .errors import (
     InvalidTransition,
     NotInRun,
     OrchestratorNotFound,
+    PayloadTooLarge,
     RunReplaced,
     ServiceUnavailable,
     SingletonError,
+    TooManyEvents,
     WaitTimeout,
 )
 from .orchestrator import get_orchestrator, orchestrator, orchestrator_names
@@ -125,4 +127,6 @@ __all__ = [
     "WaitTimeout",
     "RunReplaced",
     "ServiceUnavailable",
+    "PayloadTooLarge",
+    "TooManyEvents",
 ]

@@ -101,9 +101,12 @@ def set_custom_status(value: Any) -> bool:
 def publish_release(app: Celery, instance_id: str, release: Release) -> None:
     """Publish a parked delivery that a script handed back (event, timeout or resume).
 
+    The script kept it in the instance's outbox (``release.entry``); it is cleared once
+    the broker took it.
+
     Raises:
-        ServiceUnavailable: the broker refused it; the run is left Suspended holding
-            the delivery, so ``resume`` publishes it once the broker is back.
+        ServiceUnavailable: the broker refused it; it stays in the outbox and the
+            reconciler publishes it once the broker is back.
     """
     park = loads(release.park)
     value = loads(release.value) if release.value else None
@@ -116,13 +119,12 @@ def publish_release(app: Celery, instance_id: str, release: Release) -> None:
             # result as its first argument and carries the rest of the chain.
             signature(rest.pop(), app=app).apply_async((value,), chain=rest or None)
     except Exception as exc:
-        runtime(app).store.repark(
-            instance_id, run_id=park["run"], park_json=release.park, value_json=release.value
-        )
         raise ServiceUnavailable(
-            f"Could not publish the run's next step; it is Suspended until resumed: {exc}",
-            instance_id=instance_id,
+            f"Could not publish the run's next step; the reconciler sends it again once "
+            f"the broker is back: {exc}", instance_id=instance_id,
         ) from exc
+    if release.entry:
+        runtime(app).store.sent(instance_id, entry=release.entry, message_json="")
 
 
 def start_timer(app: Celery, deadline: float, action: dict[str, Any]) -> None:
@@ -185,7 +187,8 @@ class WaitTask(SingletonTask):
         )
         if gate.outcome is StepVerdict.EVENT:
             return loads(gate.detail)
-        logger.info("Run %s of %r waits for event %r.", identity.run_id, identity.instance_id, name)
+        if gate.outcome is StepVerdict.PARKED:
+            logger.info("Run %s of %r waits for event %r.", identity.run_id, identity.instance_id, name)
         raise Ignore()
 
 

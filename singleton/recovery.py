@@ -15,7 +15,8 @@ heartbeat renews its lease; each refreshes the run's entry in its shard's ``aliv
 index. A run whose messages are gone (broker flushed, an early-acked message lost
 with its worker) stops refreshing it, and the reconciler fails it as lost, freeing
 its ID. A run past its orchestrator's ``timeout`` fails as timed out. Suspended runs
-and runs waiting for an event are silent by design and are left alone.
+and runs waiting for an event are silent by design and are left alone. Each pass
+first re-sends the outbox entries whose publish was never confirmed (``outbox.relay``).
 
 The reconciler is the ``singleton.reconcile`` task; celeryconfig schedules it with
 beat (``reconcile_entry``) every ``singleton_reconcile_interval`` seconds. Every decision is made inside
@@ -33,6 +34,7 @@ from celery import Celery, Task
 from celery.canvas import signature
 from kombu.utils.json import dumps, loads
 
+from .outbox import relay
 from .runtime import runtime
 from .settings import Settings
 from .signals import reconciled
@@ -106,4 +108,8 @@ def register(app: Celery) -> None:
     @app.task(name=RECONCILE_TASK, bind=True, base=Task, ignore_result=True)
     def reconcile_task(self: Task) -> dict[str, int]:
         rt = runtime(self.app)
-        return dict(reconcile(rt.store, send=sender(self.app), resend_s=rt.settings.step_lease))
+        # Re-send what stayed in an outbox first: a run whose message is on its way is
+        # not lost.
+        resent = relay(self.app)
+        outcomes = dict(reconcile(rt.store, send=sender(self.app), resend_s=rt.settings.step_lease))
+        return {**outcomes, "resent": resent} if resent else outcomes

@@ -16,7 +16,7 @@ REDIS_VISIBILITY_TIMEOUT = 3600.0
 # The settings a deployment may set from a SINGLETON_<NAME> environment variable
 # (celeryconfig.py reads them; see environ_conf).
 FROM_ENVIRONMENT = ("key_prefix", "retention", "step_lease", "max_countdown", "run_lease",
-                    "reconcile_interval", "consumer_timeout")
+                    "reconcile_interval", "consumer_timeout", "max_events", "max_payload")
 # RabbitMQ closes a channel that holds a delivery unacked longer than its consumer_timeout
 # (a server setting, 30 minutes by default since 3.8.17); countdowns are held unacked.
 RABBITMQ_CONSUMER_TIMEOUT = 1800.0
@@ -52,6 +52,11 @@ class Settings:
             twice.
         consumer_timeout: RabbitMQ's ``consumer_timeout`` (server side, which a client
             cannot read): on an amqp broker, countdowns and step leases must stay below.
+        max_events: how many events one instance may buffer (raised with no wait
+            taking them); one more is refused (TooManyEvents, HTTP 429).
+        max_payload: the largest start input or event data accepted, in bytes of
+            JSON; a larger one is refused (PayloadTooLarge, HTTP 413). The HTTP API's
+            MAX_CONTENT_LENGTH bounds request bodies before they are read.
     """
 
     key_prefix: str = "singleton"
@@ -63,6 +68,8 @@ class Settings:
     run_lease: float = 300.0
     reconcile_interval: float = 30.0
     consumer_timeout: float = RABBITMQ_CONSUMER_TIMEOUT
+    max_events: int = 1000
+    max_payload: int = 4 * 1024 * 1024
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any]) -> Settings:

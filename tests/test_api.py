@@ -27,6 +27,7 @@ from referencing.jsonschema import DRAFT202012
 
 from api import ConfigError, create_app, init_app
 from api.openapi import DOCUMENT
+from singleton.runtime import runtime
 from tests.probe import release, release_all
 from tests.workers import REPO, wait_until
 
@@ -628,6 +629,16 @@ def test_raise_event_with_a_body_that_is_not_json_answers_400(http, live):
     response = http.post(instance_path(live, "raiseEvent/Approval"), data=b"{nope",
                          content_type="application/json")
     assert (response.status_code, response.get_json()["code"]) == (400, "invalid_json")
+
+
+def test_raise_event_beyond_the_instances_buffer_limit_answers_429(http, live, app, client):
+    limit = runtime(app).settings.max_events
+    for n in range(limit):  # nothing waits for these: each is buffered
+        client.raise_event(live, "Unawaited", n)
+    response = http.post(instance_path(live, "raiseEvent/Unawaited"), json=limit)
+    body = response.get_json()
+    assert (response.status_code, body["code"]) == (429, "too_many_events")
+    assert str(limit) in body["Message"]
 
 
 def test_suspend_and_resume_answer_202_and_repeat_calls_202_as_in_durable_functions(http, live):

@@ -38,6 +38,14 @@ so an instance's keys and the index entries a claim touches share a slot:
                                          counted, ":recent" those ids (JSON); kept
                                          for the retention
     <p>:{<s>}:buffer:<instance_id> str   the token of the one buffered beat tick (PX)
+    <p>:{<s>}:out:<instance_id>    hash  the outbox: messages a script decided must be
+                                         published, until their publish is confirmed:
+                                         "start" (the run's first message, JSON),
+                                         "rel:<run>:<µs>" (a released parked delivery)
+                                         and "cont:<run>" (a continued run's canvas)
+    <p>:{<s>}:outbox               zset  instances with outbox entries -> when the
+                                         reconciler may re-send them (µs)
+    <p>:{<s>}:prevh:<instance_id>  list  the history of the record kept in ``prev``
 
 Every script receives all of its instance's keys, in the order of ``Keys``, so each
 script touches one slot in a cluster. Event names are hash fields, never part of a key.
@@ -65,6 +73,9 @@ class Keys(NamedTuple):
     drain: str
     ticks: str
     buffer: str
+    out: str
+    outbox: str
+    prevh: str
 
 
 class KeySpace:
@@ -95,6 +106,9 @@ class KeySpace:
             drain=f"{tag}:drain:{instance_id}",
             ticks=f"{tag}:ticks:{instance_id}",
             buffer=f"{tag}:buffer:{instance_id}",
+            out=f"{tag}:out:{instance_id}",
+            outbox=f"{tag}:outbox",
+            prevh=f"{tag}:prevh:{instance_id}",
         )
 
     def per_shard(self, name: str) -> list[str]:

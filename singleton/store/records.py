@@ -38,6 +38,8 @@ from .verdicts import (
 PREVIOUS_RECORD_TTL_MS = 300_000
 # How many recent ticks of an instance keep their outcomes, against redeliveries.
 TICK_MEMORY = 64
+# The outbox entry that holds a run's first message (claim.lua).
+START_ENTRY = "start"
 TERMINATED_BY_START = '"Terminated by a new start of the same ID (terminate_existing)."'
 _T = TypeVar("_T")
 
@@ -142,19 +144,25 @@ class Store:
         request_id: str = "",
         lease_s: float = 300.0,
         timeout_s: float = 0.0,
+        message_json: str = "",
     ) -> ClaimResult:
         """Claim the ID for a new Pending run as the policies allow (one round trip).
 
         `lease_s` is how long the run may stay silent before the reconciler fails it
         as lost; `timeout_s` (0: none) is the longest it may take in all.
+        `message_json` is the run's first message: it stays in the instance's outbox
+        until the run's first step arrives (or ``sent`` clears it), so a repeated start
+        (an ``existing`` answer carries it) or the reconciler can publish it again.
         """
         args = [name, run_id, input_json, if_live, if_finished, request_id, self._retention_us,
-                _us(lease_s), _us(timeout_s), PREVIOUS_RECORD_TTL_MS, TERMINATED_BY_START]
+                _us(lease_s), _us(timeout_s), PREVIOUS_RECORD_TTL_MS, TERMINATED_BY_START,
+                message_json]
         reply = [_text(v) for v in self._run("claim", instance_id, args)]
         outcome = ClaimVerdict(reply[0])
         if outcome is ClaimVerdict.CLAIMED:
             return ClaimResult(outcome, RuntimeStatus.PENDING, run_id, int(reply[1]))
-        return ClaimResult(outcome, RuntimeStatus(reply[1]), reply[2])
+        message = reply[3] if len(reply) > 3 else ""
+        return ClaimResult(outcome, RuntimeStatus(reply[1]), reply[2], message=message)
 
     @_unavailable
     def undo_claim(self, instance_id: str, *, run_id: str) -> bool:
@@ -212,10 +220,13 @@ class Store:
         """Park a delivery: for a suspended run (no event), or to wait for `event`.
 
         Returns PARKED, STALE, RESUMED (no longer suspended: run the step) or EVENT
-        with a buffered event's JSON (the wait is over at once).
+        with a buffered event's JSON (the wait is over at once). A wait whose timeout
+        fired before it parked ends here: EVENT with its default, or STALE when the
+        timeout failed the run.
         """
         kind = "event" if event else "suspend"
-        args = [run_id, task_id, kind, park_json, event, default_json, "1" if final else ""]
+        args = [run_id, task_id, kind, park_json, event, default_json, "1" if final else "",
+                self._retention_us]
         return _gate(self._run("park", instance_id, args))
 
     # -- endings ----------------------------------------------------------------
@@ -275,20 +286,19 @@ class Store:
         return _release(self._run("resume", instance_id, []))
 
     @_unavailable
-    def raise_event(self, instance_id: str, *, name: str, data_json: str) -> Release:
-        """Hand an event to the run waiting for it, or buffer it in order."""
-        return _release(self._run("raise_event", instance_id, [name, data_json, self._retention_us]))
+    def raise_event(self, instance_id: str, *, name: str, data_json: str, max_events: int = 1000) -> Release:
+        """Hand an event to the run waiting for it, or buffer it in order (FULL: not buffered)."""
+        args = [name, data_json, self._retention_us, max_events]
+        return _release(self._run("raise_event", instance_id, args))
 
     @_unavailable
     def event_timeout(self, instance_id: str, *, run_id: str, task_id: str, failure_json: str) -> Release:
-        """End a wait that is still waiting: fail the run, or hand it its default."""
+        """End a wait that is still waiting: fail the run, or hand it its default.
+
+        A wait that has not parked yet is NOTED: it ends the same way as it parks.
+        """
         args = [run_id, task_id, self._retention_us, failure_json]
         return _release(self._run("event_timeout", instance_id, args))
-
-    @_unavailable
-    def repark(self, instance_id: str, *, run_id: str, park_json: str, value_json: str) -> bool:
-        """Keep a release whose publish failed: the run waits, Suspended, for resume."""
-        return bool(self._run("repark", instance_id, [run_id, park_json, value_json]))
 
     # -- inside a run -----------------------------------------------------------
     @_unavailable
@@ -315,6 +325,38 @@ class Store:
     def continued(self, instance_id: str, *, run_id: str) -> bool:
         """Mark the continued run `run_id` as published: ContinuedAsNew becomes Running."""
         return bool(self._run("continued", instance_id, [run_id]))
+
+    # -- the outbox ---------------------------------------------------------------
+    @_unavailable
+    def sent(self, instance_id: str, *, entry: str, message_json: str) -> bool:
+        """Clear outbox entry `entry` once `message_json` was published; False if it changed."""
+        return bool(self._run("sent", instance_id, [entry, message_json]))
+
+    @_unavailable
+    def outbox_due(self, limit: int) -> dict[str, list[tuple[str, str]]]:
+        """Return, by instance, the outbox entries due for a re-send (up to `limit` per shard).
+
+        Each returned entry is put off by a grace period, so it comes back at most once
+        per period while its publish is not confirmed.
+        """
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.time()
+        for key in self._keyspace.per_shard("outbox"):
+            pipe.zrange(key, 0, limit - 1, withscores=True)
+        (seconds, micros), *shards = pipe.execute()
+        now_us = seconds * 1_000_000 + micros
+        due = [_text(m) for rows in shards for m, score in rows if score <= now_us]
+        if not due:
+            return {}
+        pipe = self._redis.pipeline(transaction=False)
+        for instance_id in due:
+            self._run("relay", instance_id, [], client=pipe)
+        found = {}
+        for instance_id, flat in zip(due, pipe.execute(), strict=True):
+            entries = [_text(v) for v in flat]
+            if entries:
+                found[instance_id] = list(zip(entries[::2], entries[1::2], strict=True))
+        return found
 
     # -- recovery ---------------------------------------------------------------
     @_unavailable

@@ -46,10 +46,12 @@ class Verdict(enum.StrEnum):
     LIVE = "live"  # (purge) a live run keeps the record
     RELEASE = "release"  # a parked delivery is handed back: publish it
     BUFFERED = "buffered"  # (raise_event) no run waits for it: the event is kept in order
+    FULL = "full"  # (raise_event) no run waits for it and the instance's buffer is full
     HELD = "held"  # the wait is over but the run is suspended: resume publishes the rest
     COMPLETED = "completed"  # the wait was the last step: the run completed
     FAILED = "failed"  # (event_timeout) the wait had no default: the run failed
     STALE = "stale"  # (event_timeout) the wait is over already
+    NOTED = "noted"  # (event_timeout) the wait has not parked yet: it ends as it parks
 
 
 class ReapVerdict(enum.StrEnum):
@@ -86,6 +88,7 @@ class ClaimResult:
     status: RuntimeStatus
     run_id: str
     fence: int = 0
+    message: str = ""  # (existing) the run's first message, still unpublished
 
     @property
     def claimed(self) -> bool:
@@ -122,9 +125,13 @@ class Found(NamedTuple):
 
 @dataclass(frozen=True)
 class Release:
-    """What an event, timeout or resume did: ``outcome`` and, to publish, park and value."""
+    """What an event, timeout or resume did: ``outcome`` and, to publish, park and value.
+
+    ``entry`` names the outbox entry that holds the release until its publish is confirmed.
+    """
 
     outcome: Verdict
     status: str
     park: str = ""
     value: str = ""
+    entry: str = ""

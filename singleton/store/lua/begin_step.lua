@@ -1,6 +1,6 @@
 -- begin_step: the step gate. May this delivery of a step run user code? If so, take
 -- the step's lease for it.
--- KEYS: the instance's keys (prelude.lua); uses inst, steps, alive, drain.
+-- KEYS: the instance's keys (prelude.lua); uses inst, steps, alive, drain, out, outbox.
 -- ARGV: 1 run_id, 2 task_id, 3 token (this delivery's), 4 lease_us, 5 retention_us,
 --   6 task_name (for the history), 7 message (JSON: the delivery as the gate saw it,
 --   kept so the reconciler can send the step again if its lease runs out), 8 parent
@@ -24,6 +24,8 @@ if cur[1] ~= run_id or not LIVE[cur[2]] then
   if cur[3] == task_id and cur[2] == 'ContinuedAsNew' then return {'continued', cur[1]} end
   return {'stale', cur[2] or ''}
 end
+-- A step of the run is here, so its first message was published.
+outbox_drop('start')
 if cur[2] == 'Suspended' then return {'suspended', cur[2]} end
 local now = now_us()
 local wait = draining(now)

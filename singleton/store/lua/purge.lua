@@ -1,7 +1,7 @@
 -- purge: delete a terminal record with its history, its index entries and its beat
 -- tick counts; by filter, only while the record still matches the filter.
 -- KEYS: the instance's keys (prelude.lua); uses inst, steps, created, expiring, hist,
---   events, alive, ticks.
+--   events, alive, ticks, out, outbox.
 -- ARGV: 1 created_from (µs, '' for none), 2 created_to (µs, '' for none),
 --   3 statuses (space-separated, '' for any): the filter the record was listed by.
 -- Returns {verdict, status found}: ok, missing, live or conflict (the record no longer
@@ -23,5 +23,6 @@ redis.call('DEL', k.inst, k.steps, k.hist, k.events, k.ticks)
 redis.call('ZREM', k.alive, k.id)
 redis.call('ZREM', k.created, k.id)
 redis.call('ZREM', k.expiring, k.id)
+outbox_clear()
 if not status then return {'missing', ''} end
 return {'ok', status}
