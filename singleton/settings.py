@@ -10,10 +10,16 @@ DAY = 24 * 60 * 60
 # Kombu's Redis transport redelivers an unacked message after this many seconds
 # unless broker_transport_options["visibility_timeout"] says otherwise.
 REDIS_VISIBILITY_TIMEOUT = 3600.0
+# RabbitMQ closes a channel whose delivery stays unacked longer than its
+# consumer_timeout (rabbitmq.conf; 30 minutes by default), and a worker holds a
+# countdown message unacked until it is due.
+RABBITMQ_CONSUMER_TIMEOUT = 1800.0
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 # The settings a deployment may set from a SINGLETON_<NAME> environment variable
 # (celeryconfig.py reads them; see environ_conf).
 FROM_ENVIRONMENT = ("key_prefix", "retention", "step_lease", "max_countdown", "run_lease",
-                    "reconcile_interval")
+                    "reconcile_interval", "store_url", "min_replicas", "replica_timeout",
+                    "consumer_timeout")
 
 
 @dataclass(frozen=True)
@@ -36,8 +42,20 @@ class Settings:
             lost; the default of orchestrators that set no ``lease``.
         reconcile_interval: seconds between two passes of the reconciler (beat).
         max_countdown: the longest countdown a timer message is given, in seconds;
-            longer waits hop. Unset, it is half the broker's visibility timeout, so a
-            held message is never delivered twice.
+            longer waits hop. Unset, it is half the broker's visibility timeout (Redis
+            broker), so a held message is never delivered twice, or half
+            ``consumer_timeout`` (RabbitMQ), so a held message never closes the channel.
+        consumer_timeout: RabbitMQ's ``consumer_timeout`` in seconds, as the broker
+            is configured (the layer cannot read it); only ``max_countdown``'s
+            default uses it.
+        store_url: the Redis the records live in: ``redis://``, ``rediss://`` or a
+            Redis Cluster as ``redis+cluster://host:port[,host:port...]`` (or
+            ``rediss+cluster://``). Empty: the result backend's server and options,
+            Sentinel included.
+        min_replicas: replicas that must confirm a claim (Redis ``WAIT``) before a
+            start is accepted; 0 does not wait. A claim they do not confirm within
+            ``replica_timeout`` is given back and the start answers 503.
+        replica_timeout: seconds a claim waits for ``min_replicas``.
     """
 
     key_prefix: str = "singleton"
@@ -48,6 +66,10 @@ class Settings:
     max_countdown: float = REDIS_VISIBILITY_TIMEOUT / 2
     run_lease: float = 300.0
     reconcile_interval: float = 30.0
+    consumer_timeout: float = RABBITMQ_CONSUMER_TIMEOUT
+    store_url: str = ""
+    min_replicas: int = 0
+    replica_timeout: float = 1.0
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any]) -> Settings:
@@ -62,8 +84,16 @@ class Settings:
             if value is not None:
                 values[field.name] = type(field.default)(value)
         if "max_countdown" not in values:
-            values["max_countdown"] = visibility_timeout(conf) / 2
+            held = values.get("consumer_timeout", RABBITMQ_CONSUMER_TIMEOUT) if is_amqp(conf) \
+                else visibility_timeout(conf)
+            values["max_countdown"] = held / 2
         return cls(**values)
+
+
+def is_amqp(conf: Mapping[str, Any]) -> bool:
+    """Return True when the app's broker is RabbitMQ (an AMQP URL)."""
+    url = conf.get("broker_url") or ""
+    return str(url).split(";")[0].split("://")[0] in AMQP_SCHEMES
 
 
 def visibility_timeout(conf: Mapping[str, Any]) -> float:

@@ -15,9 +15,10 @@ import pytest
 from singleton.runtime import runtime
 from singleton.schedules import START_TASK, singleton_entry
 from tests.probe import events, release
-from tests.services import Beat
+from tests.services import Beat, both_brokers
 from tests.workers import wait_until
 
+pytestmark = [pytest.mark.usefixtures("broker"), both_brokers]
 TICKS = 7
 
 PROJ_BEAT = """
