@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import redis
 from celery import Celery
+from redis.cluster import ClusterNode, RedisCluster
 
 from ..errors import ServiceUnavailable
 from ..settings import Settings
@@ -32,6 +33,7 @@ from .verdicts import (
 
 # How long a claim keeps the finished record it replaced, for undo_claim.
 PREVIOUS_RECORD_TTL_MS = 300_000
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 TERMINATED_BY_START = '"Terminated by a new start of the same ID (terminate_existing)."'
 _T = TypeVar("_T")
 
@@ -41,7 +43,8 @@ def _unavailable(fn: Callable[..., _T]) -> Callable[..., _T]:
     def wrapper(*args: Any, **kwargs: Any) -> _T:
         try:
             return fn(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        # A cluster that is re-sharding or lost a node answers with a ClusterError.
+        except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterError) as exc:
             raise ServiceUnavailable(f"The record store is unreachable: {exc}") from exc
 
     return wrapper
@@ -86,23 +89,30 @@ class Store:
         self._redis = client
         self._retention_us = _us(retention_s)
         self._scripts = Scripts(client)
+        self._cluster = isinstance(client, RedisCluster)
+        self._min_replicas = 0
+        self._replica_timeout_ms = 1000
 
     @classmethod
     def from_app(cls, app: Celery, settings: Settings) -> Store:
-        """Return the store of a Celery app, on its result backend's Redis server.
+        """Return the store of a Celery app: ``singleton_store_url``, or its result backend.
 
-        Same server and options as the result backend, but a pool that makes a burst
-        of threads wait for a connection instead of failing at redis-py's limit.
+        On the result backend's server it keeps the backend's options (a Sentinel
+        backend's connections keep asking the sentinels for the master), but in a
+        pool that makes a burst of threads wait for a connection instead of failing
+        at redis-py's limit. A ``redis+cluster://`` URL gives a Redis Cluster client.
         """
-        pool = app.backend.client.connection_pool
-        blocking = redis.BlockingConnectionPool(
-            connection_class=pool.connection_class,
-            max_connections=int(settings.max_connections),
-            timeout=settings.connection_wait,
-            **pool.connection_kwargs,
-        )
-        return cls(redis.Redis(connection_pool=blocking), prefix=settings.key_prefix,
-                   retention_s=settings.retention)
+        pool_options = {"max_connections": int(settings.max_connections), "timeout": settings.connection_wait}
+        if settings.store_url:
+            client = _client_from_url(settings.store_url, **pool_options)
+        else:
+            pool = app.backend.client.connection_pool
+            client = redis.Redis(connection_pool=redis.BlockingConnectionPool(
+                connection_class=pool.connection_class, **pool_options, **pool.connection_kwargs))
+        store = cls(client, prefix=settings.key_prefix, retention_s=settings.retention)
+        store._min_replicas = int(settings.min_replicas)
+        store._replica_timeout_ms = max(1, int(settings.replica_timeout * 1000))
+        return store
 
     def keys(self, instance_id: str) -> Keys:
         """Return the Redis keys of one instance."""
@@ -133,11 +143,30 @@ class Store:
         """
         args = [name, run_id, input_json, if_live, if_finished, request_id, self._retention_us,
                 _us(lease_s), _us(timeout_s), PREVIOUS_RECORD_TTL_MS, TERMINATED_BY_START]
-        reply = [_text(v) for v in self._run("claim", instance_id, args)]
+        if self._min_replicas:
+            reply = self._claim_replicated(instance_id, run_id, args)
+        else:
+            reply = [_text(v) for v in self._run("claim", instance_id, args)]
         outcome = ClaimVerdict(reply[0])
         if outcome is ClaimVerdict.CLAIMED:
             return ClaimResult(outcome, RuntimeStatus.PENDING, run_id, int(reply[1]))
         return ClaimResult(outcome, RuntimeStatus(reply[1]), reply[2])
+
+    def _claim_replicated(self, instance_id: str, run_id: str, args: list[Any]) -> list[str]:
+        # WAIT counts the replicas that have this connection's writes: the claim and
+        # the WAIT share one connection by going in one pipeline.
+        pipe = self._redis.pipeline(transaction=False)
+        self._run("claim", instance_id, args, client=pipe)
+        pipe.wait(self._min_replicas, self._replica_timeout_ms)
+        claimed, confirmed = pipe.execute()
+        reply = [_text(v) for v in claimed]
+        if reply[0] == ClaimVerdict.CLAIMED.value and int(confirmed) < self._min_replicas:
+            self.undo_claim(instance_id, run_id=run_id)
+            raise ServiceUnavailable(
+                f"The claim reached {confirmed} of the {self._min_replicas} replicas required "
+                f"within {self._replica_timeout_ms} ms; it was given back."
+            )
+        return reply
 
     @_unavailable
     def undo_claim(self, instance_id: str, *, run_id: str) -> bool:
@@ -219,10 +248,20 @@ class Store:
     @_unavailable
     def purge_many(self, instance_ids: Iterable[str]) -> int:
         """Delete several terminal records in one round trip; return how many went."""
+        replies = self._run_each("purge", [(i, []) for i in instance_ids])
+        return sum(_found(reply).outcome is Verdict.OK for reply in replies)
+
+    def _run_each(self, script: str, calls: list[tuple[str, list[Any]]]) -> list[Any]:
+        """Run one script per (instance, args): in one pipeline, or one by one in a cluster.
+
+        A cluster pipeline cannot run scripts, and each instance may live on another node.
+        """
+        if self._cluster:
+            return [self._run(script, instance_id, args) for instance_id, args in calls]
         pipe = self._redis.pipeline(transaction=False)
-        for instance_id in instance_ids:
-            self._run("purge", instance_id, [], client=pipe)
-        return sum(_found(reply).outcome is Verdict.OK for reply in pipe.execute())
+        for instance_id, args in calls:
+            self._run(script, instance_id, args, client=pipe)
+        return pipe.execute()
 
     # -- suspend, resume, events --------------------------------------------------
     @_unavailable
@@ -281,21 +320,26 @@ class Store:
     @_unavailable
     def due(self, limit: int) -> list[str]:
         """Return up to `limit` live instances per shard whose sign of life is overdue."""
+        # Redis' clock, the one every score was written with (a cluster's nodes share
+        # the hosts' clocks; the reconciler's grace covers their skew).
+        seconds, micros = self._redis.time() if self._cluster else (0, 0)
         pipe = self._redis.pipeline(transaction=False)
-        pipe.time()  # Redis' clock, the one every score was written with
+        if not self._cluster:
+            pipe.time()
         for key in self._keyspace.per_shard("alive"):
             pipe.zrange(key, 0, limit - 1, withscores=True)
-        (seconds, micros), *shards = pipe.execute()
+        shards = pipe.execute()
+        if not self._cluster:
+            (seconds, micros), *shards = shards
         now_us = seconds * 1_000_000 + micros
         return [_text(m) for rows in shards for m, score in rows if score <= now_us]
 
     @_unavailable
     def reap(self, instance_ids: Iterable[str], *, lost_json: str, timed_out_json: str) -> list[ReapVerdict]:
         """Fail each overdue run (lost or timed out), one script each, in one round trip."""
-        pipe = self._redis.pipeline(transaction=False)
-        for instance_id in instance_ids:
-            self._run("reap", instance_id, [self._retention_us, lost_json, timed_out_json], client=pipe)
-        return [ReapVerdict(_text(outcome)) for outcome in pipe.execute()]
+        args = [self._retention_us, lost_json, timed_out_json]
+        replies = self._run_each("reap", [(i, args) for i in instance_ids])
+        return [ReapVerdict(_text(outcome)) for outcome in replies]
 
     # -- reads ------------------------------------------------------------------
     def read(self, instance_id: str) -> dict[str, str] | None:
@@ -358,3 +402,21 @@ class Store:
     def release_buffer(self, instance_id: str, *, token: str) -> bool:
         """Free the buffer slot if `token` still holds it."""
         return bool(self._run("release_buffer", instance_id, [token]))
+
+
+def _client_from_url(url: str, *, max_connections: int, timeout: float) -> redis.Redis | RedisCluster:
+    """Return a client for ``singleton_store_url``: a Redis Cluster for ``redis+cluster://``."""
+    scheme, _, rest = url.partition("://")
+    if scheme not in CLUSTER_SCHEMES:
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=timeout)
+        return redis.Redis(connection_pool=pool)
+    # redis+cluster://[user:password@]host:port[,host:port...][/...]: any node will do
+    # to discover the others; the rest of the URL applies to every node.
+    credentials, _, hosts = rest.rpartition("@")
+    hosts, _, tail = hosts.partition("/")
+    nodes = [ClusterNode(*host.rsplit(":", 1)) for host in hosts.split(",")]
+    first = f"{CLUSTER_SCHEMES[scheme]}://{credentials + '@' if credentials else ''}{hosts.split(',')[0]}"
+    # Per node, the same waiting pool as on one server.
+    pool_class = functools.partial(redis.BlockingConnectionPool, timeout=timeout)
+    return RedisCluster.from_url(first + (f"/{tail}" if tail else ""), startup_nodes=nodes,
+                                 max_connections=max_connections, connection_pool_class=pool_class)
