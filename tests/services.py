@@ -236,8 +236,8 @@ class SentinelGroup:
     def start(self) -> SentinelGroup:
         self.master.start()
         self.replica.start()
-        synced = lambda: b"master_link_status:up" in self._info(self.replica.port)  # noqa: E731
-        wait_until(synced, 30, "the replica to sync")
+        wait_until(lambda: self._info(self.replica.port).get("master_link_status") == "up", 30,
+                   "the replica to sync")
         for port in self.ports:
             conf = self.directory / f"sentinel-{port}.conf"
             conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {self.directory}\n"
@@ -250,11 +250,11 @@ class SentinelGroup:
         wait_until(self._watched, 30, "the sentinels to find each other and the replica")
         return self
 
-    def _info(self, port: int) -> bytes:
+    def _info(self, port: int) -> dict:
         try:
-            return redis.Redis(port=port, socket_timeout=2).execute_command("INFO", "replication")
+            return redis.Redis(port=port, socket_timeout=2).info("replication")
         except redis.ConnectionError:
-            return b""
+            return {}
 
     def _sentinel(self, port: int) -> redis.Redis:
         return redis.Redis(port=port, socket_timeout=2, decode_responses=True)
