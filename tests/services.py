@@ -281,6 +281,14 @@ class SentinelGroup:
         wait_until(lambda: self.master_port() != before, 30, "a new master")
         return self.master_port()
 
+    def wait_replicated(self, timeout: float = 60.0) -> None:
+        """Wait until the current master has its replica online (after a failover, say)."""
+        def online() -> bool:
+            info = self._info(self.master_port())
+            return info.get("connected_slaves", 0) >= 1 and info.get("slave0", {}).get("state") == "online"
+
+        wait_until(online, timeout, "the master's replica to be online")
+
     def stop(self) -> None:
         for process in self.sentinels:
             process.stop()
