@@ -18,9 +18,10 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
+from devtools.rabbitmq import RabbitVhost, point_app_at, rabbitmq_missing
 from proj.redis_server import RedisServer
 from singleton.store import Store
-from tests.services import RABBITMQ_SKIPS, RabbitVhost, rabbitmq_missing, rabbitmq_vhost
+from tests.services import RABBITMQ_SKIPS, rabbitmq_vhost
 
 STORE_RETENTION_S = 60.0
 
@@ -159,27 +160,15 @@ def broker(request: pytest.FixtureRequest, app, redis_server: RedisServer) -> It
     vhost = rabbitmq_vhost(request.config)
     os.environ["CELERY_BROKER_URL"] = vhost.url
     redis_options = app.conf.broker_transport_options
-    _point_at(app, vhost.url, {"confirm_publish": True})
+    point_app_at(app, vhost.url, {"confirm_publish": True})
     with app.connection_for_write() as connection:
         assert connection.transport.driver_type == "amqp", connection.transport
     try:
         yield Broker("rabbitmq", vhost.url, vhost)
     finally:
-        _point_at(app, redis_server.url, redis_options)
+        point_app_at(app, redis_server.url, redis_options)
         os.environ.pop("CELERY_BROKER_URL", None)
         vhost.delete()
-
-
-def _point_at(app, url: str, transport_options: dict) -> None:
-    """Make the in-process app publish to `url` from now on (its pools are looked up again).
-
-    The old pools stay open: kombu keeps a producer pool per broker for the process,
-    and hands the same one back when the app returns to that broker.
-    """
-    app._pool = None
-    app.amqp._producer_pool = None
-    app.conf.broker_url = url
-    app.conf.broker_transport_options = transport_options
 
 
 @pytest.fixture(scope="module")

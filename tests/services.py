@@ -16,7 +16,6 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import redis
 from celery.schedules import schedstate, schedule
 
 from devtools.processes import REPO, ManagedProcess, wait_until
+from devtools.rabbitmq import RabbitVhost, rabbitmq_missing
 from proj.redis_server import RedisServer, free_port, redis_binary
 
 
@@ -155,21 +155,7 @@ BROKERS = ("redis", "rabbitmq")
 # fixture (conftest.py), and so its worker, beat and in-process client, are made once
 # per broker.
 both_brokers = pytest.mark.parametrize("broker", BROKERS, indirect=True, scope="module")
-RABBITMQ_HOST, RABBITMQ_PORT = "127.0.0.1", 5672
 RABBITMQ_REQUIRED = os.environ.get("REQUIRE_RABBITMQ", "") == "1"
-
-
-def rabbitmq_missing() -> str:
-    """Return why the RabbitMQ tests cannot run here ('' when they can)."""
-    if not shutil.which("rabbitmqctl"):
-        return "no rabbitmqctl on PATH (it makes each test's own vhost)"
-    try:
-        socket.create_connection((RABBITMQ_HOST, RABBITMQ_PORT), timeout=1).close()
-    except OSError:
-        return f"nothing listens on {RABBITMQ_HOST}:{RABBITMQ_PORT}"
-    return ""
-
-
 RABBITMQ_SKIPS = pytest.StashKey[int]()
 
 
@@ -182,38 +168,6 @@ def rabbitmq_vhost(config: pytest.Config) -> RabbitVhost:
         config.stash[RABBITMQ_SKIPS] = config.stash.get(RABBITMQ_SKIPS, 0) + 1
         pytest.skip(f"RabbitMQ: {missing}")
     return RabbitVhost().create()
-
-
-class RabbitVhost:
-    """A vhost of the local RabbitMQ made for one set of tests, and deleted afterwards.
-
-    Everything a test's workers declare (queues, exchanges, native delayed delivery's
-    topology) lives in it, so deleting it removes exactly what the test created.
-    """
-
-    def __init__(self, name: str = "") -> None:
-        self.name = name or f"singleton-test-{uuid.uuid4().hex[:10]}"
-        self.url = f"amqp://guest:guest@{RABBITMQ_HOST}:{RABBITMQ_PORT}/{self.name}"
-
-    def create(self) -> RabbitVhost:
-        _rabbitmqctl("add_vhost", self.name)
-        _rabbitmqctl("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
-        return self
-
-    def delete(self) -> None:
-        _rabbitmqctl("delete_vhost", self.name)
-
-    def queue_types(self) -> dict[str, str]:
-        """Return the vhost's queues by name and their type (classic, quorum)."""
-        out = _rabbitmqctl("list_queues", "-p", self.name, "--no-table-headers", "name", "type")
-        return dict(line.split("\t")[:2] for line in out.splitlines() if "\t" in line)
-
-
-def _rabbitmqctl(*args: str) -> str:
-    done = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
-    if done.returncode != 0:
-        raise RuntimeError(f"rabbitmqctl {' '.join(args[:2])} failed: {done.stderr.strip()[-500:]}")
-    return done.stdout
 
 
 # -- Redis Sentinel and Redis Cluster, from the tests' redis-server binary --------------
