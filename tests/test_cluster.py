@@ -14,6 +14,7 @@ import sys
 import pytest
 from redis.cluster import RedisCluster
 
+from singleton.store import Store
 from tests.services import ClusterNodes
 from tests.workers import REPO
 
@@ -56,3 +57,9 @@ def test_a_worker_runs_orchestrations_and_a_race_of_300_starts_makes_one_run(clu
     client = RedisCluster.from_url(cluster.url.split(",")[0].replace("redis+cluster://", "redis://"))
     per_node = [len(node.redis_connection.keys("singleton-test:*")) for node in client.get_primaries()]
     assert all(per_node), per_node
+
+
+def test_a_cluster_store_refuses_min_replicas(cluster):
+    client = RedisCluster.from_url(cluster.url.split(",")[0].replace("redis+cluster://", "redis://"))
+    with pytest.raises(ValueError, match="min_replicas cannot be used with a Redis Cluster"):
+        Store(client, prefix="refused", retention_s=60, min_replicas=1)

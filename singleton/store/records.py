@@ -77,21 +77,30 @@ def _gate(reply: list[Any]) -> StepGate:
 class Store:
     """The instance records in Redis, reached only through atomic scripts."""
 
-    def __init__(self, client: redis.Redis, *, prefix: str, retention_s: float) -> None:
+    def __init__(self, client: redis.Redis | RedisCluster, *, prefix: str, retention_s: float,
+                 min_replicas: int = 0, replica_timeout_s: float = 1.0) -> None:
         """Bind to a redis-py client (usually made by ``from_app``).
 
         Args:
-            client: a redis-py client; responses may be bytes or str.
+            client: a redis-py client (or a RedisCluster); responses may be bytes or str.
             prefix: the key prefix; must not contain '{' or '}'.
             retention_s: how long terminal records are kept, in seconds.
+            min_replicas: replicas that must confirm each claim (WAIT); 0: none.
+            replica_timeout_s: how long a claim waits for them.
+
+        Raises:
+            ValueError: `min_replicas` with a cluster client (a cluster pipeline cannot
+                carry the claim's script and its WAIT on one connection).
         """
         self._keyspace = KeySpace(prefix)
         self._redis = client
         self._retention_us = _us(retention_s)
         self._scripts = Scripts(client)
         self._cluster = isinstance(client, RedisCluster)
-        self._min_replicas = 0
-        self._replica_timeout_ms = 1000
+        if min_replicas and self._cluster:
+            raise ValueError("singleton_min_replicas cannot be used with a Redis Cluster store")
+        self._min_replicas = int(min_replicas)
+        self._replica_timeout_ms = max(1, int(replica_timeout_s * 1000))
 
     @classmethod
     def from_app(cls, app: Celery, settings: Settings) -> Store:
@@ -109,10 +118,8 @@ class Store:
             pool = app.backend.client.connection_pool
             client = redis.Redis(connection_pool=redis.BlockingConnectionPool(
                 connection_class=pool.connection_class, **pool_options, **pool.connection_kwargs))
-        store = cls(client, prefix=settings.key_prefix, retention_s=settings.retention)
-        store._min_replicas = int(settings.min_replicas)
-        store._replica_timeout_ms = max(1, int(settings.replica_timeout * 1000))
-        return store
+        return cls(client, prefix=settings.key_prefix, retention_s=settings.retention,
+                   min_replicas=settings.min_replicas, replica_timeout_s=settings.replica_timeout)
 
     def keys(self, instance_id: str) -> Keys:
         """Return the Redis keys of one instance."""
