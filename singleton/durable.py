@@ -11,6 +11,7 @@ hop in steps shorter than the broker's visibility timeout.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from typing import Any
@@ -132,8 +133,20 @@ def start_timer(app: Celery, deadline: float, action: dict[str, Any]) -> None:
     hop = runtime(app).settings.max_countdown
     countdown = max(0.0, min(deadline - time.time(), hop))
     app.signature(TIMER_TASK, args=(deadline, action)).apply_async(
-        countdown=countdown, ignore_result=True
+        countdown=broker_countdown(app, countdown), ignore_result=True
     )
+
+
+def broker_countdown(app: Celery, countdown: float) -> float:
+    """Return `countdown` as the broker can hold it.
+
+    RabbitMQ's native delayed delivery (quorum queues) counts whole seconds and
+    refuses less than one (kombu's calculate_routing_key truncates, then raises):
+    round up, so that a hop never fires early nor fails.
+    """
+    if countdown > 0 and app.conf.task_default_queue_type == "quorum":
+        return float(math.ceil(countdown))
+    return countdown
 
 
 def publish_continued(app: Celery, instance_id: str, name: str, run_id: str, input: Any,
@@ -161,7 +174,7 @@ def _apply_continued(app: Celery, instance_id: str, name: str, run_id: str, inpu
     # Task ids derived from the run id: publishing the same run twice (a redelivered
     # continue step or timer) yields duplicates that the step gates recognise.
     canvas, _ = run_canvas(app, canvas, identity, deterministic=True)
-    apply_run(canvas, countdown=countdown or None, ignore_result=True)
+    apply_run(canvas, countdown=broker_countdown(app, countdown) or None, ignore_result=True)
 
 
 # -- the tasks ------------------------------------------------------------------------

@@ -13,15 +13,17 @@ DAY = 24 * 60 * 60
 # Kombu's Redis transport redelivers an unacked message after this many seconds
 # unless broker_transport_options["visibility_timeout"] says otherwise.
 REDIS_VISIBILITY_TIMEOUT = 3600.0
-# The settings a deployment may set from a SINGLETON_<NAME> environment variable
-# (celeryconfig.py reads them; see environ_conf).
-FROM_ENVIRONMENT = ("key_prefix", "retention", "step_lease", "max_countdown", "run_lease",
-                    "reconcile_interval", "consumer_timeout", "max_events", "max_payload")
-# RabbitMQ closes a channel that holds a delivery unacked longer than its consumer_timeout
-# (a server setting, 30 minutes by default since 3.8.17); countdowns are held unacked.
+# RabbitMQ closes a channel whose delivery stays unacked longer than its
+# consumer_timeout (rabbitmq.conf; 30 minutes by default), and a worker holds a
+# countdown message unacked until it is due.
 RABBITMQ_CONSUMER_TIMEOUT = 1800.0
 REDIS_SCHEMES = ("redis", "rediss", "redis+socket", "sentinel")
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+# The settings a deployment may set from a SINGLETON_<NAME> environment variable
+# (celeryconfig.py reads them; see environ_conf).
+FROM_ENVIRONMENT = ("key_prefix", "retention", "step_lease", "max_countdown", "run_lease",
+                    "reconcile_interval", "consumer_timeout", "max_events", "max_payload",
+                    "store_url", "min_replicas", "replica_timeout")
 
 
 @dataclass(frozen=True)
@@ -47,16 +49,25 @@ class Settings:
             runs again within ``step_lease + reconcile_interval``. Unset, it is the
             smaller of 30 s and the step lease.
         max_countdown: the longest countdown a timer message is given, in seconds;
-            longer waits hop. Unset, it is half the broker's visibility timeout (half
-            ``consumer_timeout`` on RabbitMQ), so a held message is never delivered
-            twice.
-        consumer_timeout: RabbitMQ's ``consumer_timeout`` (server side, which a client
-            cannot read): on an amqp broker, countdowns and step leases must stay below.
+            longer waits hop. Unset, it is half the broker's visibility timeout (Redis
+            broker), so a held message is never delivered twice, or half
+            ``consumer_timeout`` (RabbitMQ), so a held message never closes the channel.
+        consumer_timeout: RabbitMQ's ``consumer_timeout`` in seconds, as the broker is
+            configured (server side, which a client cannot read): on an amqp broker,
+            countdowns and step leases must stay below it.
         max_events: how many events one instance may buffer (raised with no wait
             taking them); one more is refused (TooManyEvents, HTTP 429).
         max_payload: the largest start input or event data accepted, in bytes of
             JSON; a larger one is refused (PayloadTooLarge, HTTP 413). The HTTP API's
             MAX_CONTENT_LENGTH bounds request bodies before they are read.
+        store_url: the Redis the records live in: ``redis://``, ``rediss://`` or a
+            Redis Cluster as ``redis+cluster://host:port[,host:port...]`` (or
+            ``rediss+cluster://``). Empty: the result backend's server and options,
+            Sentinel included.
+        min_replicas: replicas that must confirm a claim (Redis ``WAIT``) before a
+            start is accepted; 0 does not wait. A claim they do not confirm within
+            ``replica_timeout`` is given back and the start answers 503.
+        replica_timeout: seconds a claim waits for ``min_replicas``.
     """
 
     key_prefix: str = "singleton"
@@ -70,6 +81,9 @@ class Settings:
     consumer_timeout: float = RABBITMQ_CONSUMER_TIMEOUT
     max_events: int = 1000
     max_payload: int = 4 * 1024 * 1024
+    store_url: str = ""
+    min_replicas: int = 0
+    replica_timeout: float = 1.0
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any]) -> Settings:
@@ -88,10 +102,15 @@ class Settings:
             values["reconcile_interval"] = min(cls.reconcile_interval, step_lease)
         if "max_countdown" not in values:
             held = visibility_timeout(conf)
-            if broker_kind(conf) == "amqp":
+            if is_amqp(conf):
                 held = values.get("consumer_timeout", cls.consumer_timeout)
             values["max_countdown"] = held / 2
         return cls(**values)
+
+
+def is_amqp(conf: Mapping[str, Any]) -> bool:
+    """Return True when the app's broker is RabbitMQ (an AMQP URL)."""
+    return broker_kind(conf) == "amqp"
 
 
 def visibility_timeout(conf: Mapping[str, Any]) -> float:

@@ -17,9 +17,10 @@ from celery.schedules import crontab
 from singleton.runtime import runtime
 from singleton.schedules import START_TASK, Every, due_now, singleton_entry
 from tests.probe import events, release
-from tests.services import Beat
+from tests.services import Beat, both_brokers
 from tests.workers import wait_until
 
+pytestmark = [pytest.mark.usefixtures("broker"), both_brokers]
 TICKS = 7
 
 PROJ_BEAT = """

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import redis
 from celery import Celery
+from redis.cluster import ClusterNode, RedisCluster
 
 from ..errors import ServiceUnavailable
 from ..settings import Settings
@@ -40,6 +41,7 @@ PREVIOUS_RECORD_TTL_MS = 300_000
 TICK_MEMORY = 64
 # The outbox entry that holds a run's first message (claim.lua).
 START_ENTRY = "start"
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 TERMINATED_BY_START = '"Terminated by a new start of the same ID (terminate_existing)."'
 _T = TypeVar("_T")
 
@@ -49,7 +51,8 @@ def _unavailable(fn: Callable[..., _T]) -> Callable[..., _T]:
     def wrapper(*args: Any, **kwargs: Any) -> _T:
         try:
             return fn(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        # A cluster that is re-sharding or lost a node answers with a ClusterError.
+        except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterError) as exc:
             raise ServiceUnavailable(f"The record store is unreachable: {exc}") from exc
 
     return wrapper
@@ -93,35 +96,49 @@ def _reaped(reply: list[Any]) -> Reaped:
 class Store:
     """The instance records in Redis, reached only through atomic scripts."""
 
-    def __init__(self, client: redis.Redis, *, prefix: str, retention_s: float) -> None:
+    def __init__(self, client: redis.Redis | RedisCluster, *, prefix: str, retention_s: float,
+                 min_replicas: int = 0, replica_timeout_s: float = 1.0) -> None:
         """Bind to a redis-py client (usually made by ``from_app``).
 
         Args:
-            client: a redis-py client; responses may be bytes or str.
+            client: a redis-py client (or a RedisCluster); responses may be bytes or str.
             prefix: the key prefix; must not contain '{' or '}'.
             retention_s: how long terminal records are kept, in seconds.
+            min_replicas: replicas that must confirm each claim (WAIT); 0: none.
+            replica_timeout_s: how long a claim waits for them.
+
+        Raises:
+            ValueError: `min_replicas` with a cluster client (a cluster pipeline cannot
+                carry the claim's script and its WAIT on one connection).
         """
         self._keyspace = KeySpace(prefix)
         self._redis = client
         self._retention_us = _us(retention_s)
         self._scripts = Scripts(client)
+        self._cluster = isinstance(client, RedisCluster)
+        if min_replicas and self._cluster:
+            raise ValueError("singleton_min_replicas cannot be used with a Redis Cluster store")
+        self._min_replicas = int(min_replicas)
+        self._replica_timeout_ms = max(1, int(replica_timeout_s * 1000))
 
     @classmethod
     def from_app(cls, app: Celery, settings: Settings) -> Store:
-        """Return the store of a Celery app, on its result backend's Redis server.
+        """Return the store of a Celery app: ``singleton_store_url``, or its result backend.
 
-        Same server and options as the result backend, but a pool that makes a burst
-        of threads wait for a connection instead of failing at redis-py's limit.
+        On the result backend's server it keeps the backend's options (a Sentinel
+        backend's connections keep asking the sentinels for the master), but in a
+        pool that makes a burst of threads wait for a connection instead of failing
+        at redis-py's limit. A ``redis+cluster://`` URL gives a Redis Cluster client.
         """
-        pool = app.backend.client.connection_pool
-        blocking = redis.BlockingConnectionPool(
-            connection_class=pool.connection_class,
-            max_connections=int(settings.max_connections),
-            timeout=settings.connection_wait,
-            **pool.connection_kwargs,
-        )
-        return cls(redis.Redis(connection_pool=blocking), prefix=settings.key_prefix,
-                   retention_s=settings.retention)
+        pool_options = {"max_connections": int(settings.max_connections), "timeout": settings.connection_wait}
+        if settings.store_url:
+            client = _client_from_url(settings.store_url, **pool_options)
+        else:
+            pool = app.backend.client.connection_pool
+            client = redis.Redis(connection_pool=redis.BlockingConnectionPool(
+                connection_class=pool.connection_class, **pool_options, **pool.connection_kwargs))
+        return cls(client, prefix=settings.key_prefix, retention_s=settings.retention,
+                   min_replicas=settings.min_replicas, replica_timeout_s=settings.replica_timeout)
 
     def keys(self, instance_id: str) -> Keys:
         """Return the Redis keys of one instance."""
@@ -157,12 +174,31 @@ class Store:
         args = [name, run_id, input_json, if_live, if_finished, request_id, self._retention_us,
                 _us(lease_s), _us(timeout_s), PREVIOUS_RECORD_TTL_MS, TERMINATED_BY_START,
                 message_json]
-        reply = [_text(v) for v in self._run("claim", instance_id, args)]
+        if self._min_replicas:
+            reply = self._claim_replicated(instance_id, run_id, args)
+        else:
+            reply = [_text(v) for v in self._run("claim", instance_id, args)]
         outcome = ClaimVerdict(reply[0])
         if outcome is ClaimVerdict.CLAIMED:
             return ClaimResult(outcome, RuntimeStatus.PENDING, run_id, int(reply[1]))
         message = reply[3] if len(reply) > 3 else ""
         return ClaimResult(outcome, RuntimeStatus(reply[1]), reply[2], message=message)
+
+    def _claim_replicated(self, instance_id: str, run_id: str, args: list[Any]) -> list[str]:
+        # WAIT counts the replicas that have this connection's writes: the claim and
+        # the WAIT share one connection by going in one pipeline.
+        pipe = self._redis.pipeline(transaction=False)
+        self._run("claim", instance_id, args, client=pipe)
+        pipe.wait(self._min_replicas, self._replica_timeout_ms)
+        claimed, confirmed = pipe.execute()
+        reply = [_text(v) for v in claimed]
+        if reply[0] == ClaimVerdict.CLAIMED.value and int(confirmed) < self._min_replicas:
+            self.undo_claim(instance_id, run_id=run_id)
+            raise ServiceUnavailable(
+                f"The claim reached {confirmed} of the {self._min_replicas} replicas required "
+                f"within {self._replica_timeout_ms} ms; it was given back."
+            )
+        return reply
 
     @_unavailable
     def undo_claim(self, instance_id: str, *, run_id: str) -> bool:
@@ -269,10 +305,20 @@ class Store:
         if wanted == []:
             return 0  # no status asked for matches nothing
         args = [_bound(created_from_us, math.ceil), _bound(created_to_us, math.floor), " ".join(wanted or ())]
+        replies = self._run_each("purge", [(i, args) for i in instance_ids])
+        return sum(_found(reply).outcome is Verdict.OK for reply in replies)
+
+    def _run_each(self, script: str, calls: list[tuple[str, list[Any]]]) -> list[Any]:
+        """Run one script per (instance, args): in one pipeline, or one by one in a cluster.
+
+        A cluster pipeline cannot run scripts, and each instance may live on another node.
+        """
+        if self._cluster:
+            return [self._run(script, instance_id, args) for instance_id, args in calls]
         pipe = self._redis.pipeline(transaction=False)
-        for instance_id in instance_ids:
-            self._run("purge", instance_id, args, client=pipe)
-        return sum(_found(reply).outcome is Verdict.OK for reply in pipe.execute())
+        for instance_id, args in calls:
+            self._run(script, instance_id, args, client=pipe)
+        return pipe.execute()
 
     # -- suspend, resume, events --------------------------------------------------
     @_unavailable
@@ -339,20 +385,11 @@ class Store:
         Each returned entry is put off by a grace period, so it comes back at most once
         per period while its publish is not confirmed.
         """
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.time()
-        for key in self._keyspace.per_shard("outbox"):
-            pipe.zrange(key, 0, limit - 1, withscores=True)
-        (seconds, micros), *shards = pipe.execute()
-        now_us = seconds * 1_000_000 + micros
-        due = [_text(m) for rows in shards for m, score in rows if score <= now_us]
+        due = self._overdue("outbox", limit)
         if not due:
             return {}
-        pipe = self._redis.pipeline(transaction=False)
-        for instance_id in due:
-            self._run("relay", instance_id, [], client=pipe)
         found = {}
-        for instance_id, flat in zip(due, pipe.execute(), strict=True):
+        for instance_id, flat in zip(due, self._run_each("relay", [(i, []) for i in due]), strict=True):
             entries = [_text(v) for v in flat]
             if entries:
                 found[instance_id] = list(zip(entries[::2], entries[1::2], strict=True))
@@ -362,11 +399,21 @@ class Store:
     @_unavailable
     def due(self, limit: int) -> list[str]:
         """Return up to `limit` live instances per shard whose sign of life is overdue."""
+        return self._overdue("alive", limit)
+
+    def _overdue(self, index: str, limit: int) -> list[str]:
+        # Up to `limit` members per shard of a per-shard index whose score (µs) is past,
+        # by Redis' clock, the one every score was written with (a cluster's nodes share
+        # the hosts' clocks; the reconciler's grace covers their skew).
+        seconds, micros = self._redis.time() if self._cluster else (0, 0)
         pipe = self._redis.pipeline(transaction=False)
-        pipe.time()  # Redis' clock, the one every score was written with
-        for key in self._keyspace.per_shard("alive"):
+        if not self._cluster:
+            pipe.time()
+        for key in self._keyspace.per_shard(index):
             pipe.zrange(key, 0, limit - 1, withscores=True)
-        (seconds, micros), *shards = pipe.execute()
+        shards = pipe.execute()
+        if not self._cluster:
+            (seconds, micros), *shards = shards
         now_us = seconds * 1_000_000 + micros
         return [_text(m) for rows in shards for m, score in rows if score <= now_us]
 
@@ -381,10 +428,8 @@ class Store:
         within `resend_s`. Otherwise the run fails (lost or timed out) or is left alone.
         """
         args = [self._retention_us, lost_json, timed_out_json, _us(resend_s)]
-        pipe = self._redis.pipeline(transaction=False)
-        for instance_id in instance_ids:
-            self._run("reap", instance_id, args, client=pipe)
-        return [_reaped(reply) for reply in pipe.execute()]
+        replies = self._run_each("reap", [(i, args) for i in instance_ids])
+        return [_reaped(reply) for reply in replies]
 
     # -- the dashboard's summary: bounded reads of every shard's two indexes ------
     @_unavailable
@@ -520,3 +565,21 @@ class Store:
     def release_buffer(self, instance_id: str, *, token: str) -> bool:
         """Free the buffer slot if `token` still holds it."""
         return bool(self._run("release_buffer", instance_id, [token]))
+
+
+def _client_from_url(url: str, *, max_connections: int, timeout: float) -> redis.Redis | RedisCluster:
+    """Return a client for ``singleton_store_url``: a Redis Cluster for ``redis+cluster://``."""
+    scheme, _, rest = url.partition("://")
+    if scheme not in CLUSTER_SCHEMES:
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=timeout)
+        return redis.Redis(connection_pool=pool)
+    # redis+cluster://[user:password@]host:port[,host:port...][/...]: any node will do
+    # to discover the others; the rest of the URL applies to every node.
+    credentials, _, hosts = rest.rpartition("@")
+    hosts, _, tail = hosts.partition("/")
+    nodes = [ClusterNode(*host.rsplit(":", 1)) for host in hosts.split(",")]
+    first = f"{CLUSTER_SCHEMES[scheme]}://{credentials + '@' if credentials else ''}{hosts.split(',')[0]}"
+    # Per node, the same waiting pool as on one server.
+    pool_class = functools.partial(redis.BlockingConnectionPool, timeout=timeout)
+    return RedisCluster.from_url(first + (f"/{tail}" if tail else ""), startup_nodes=nodes,
+                                 max_connections=max_connections, connection_pool_class=pool_class)
