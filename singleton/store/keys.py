@@ -46,9 +46,13 @@ so an instance's keys and the index entries a claim touches share a slot:
     <p>:{<s>}:outbox               zset  instances with outbox entries -> when the
                                          reconciler may re-send them (µs)
     <p>:{<s>}:prevh:<instance_id>  list  the history of the record kept in ``prev``
+    <p>:{<s>}:refused              hash  starts refused in the shard, per minute (minute
+                                         number -> count), kept two hours; claim.lua
+                                         derives it from the record's key (same slot)
 
 Every script receives all of its instance's keys, in the order of ``Keys``, so each
-script touches one slot in a cluster. Event names are hash fields, never part of a key.
+script touches one slot in a cluster (``refused`` is the one shard-wide key a script
+builds itself: it shares the record's hash tag). Event names are hash fields, never part of a key.
 """
 
 from __future__ import annotations
