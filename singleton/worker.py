@@ -102,10 +102,14 @@ class SingletonTask(Task):
         if identity.is_final(lease.task_id):
             # The last step's result is the run's output: this ends the run (and drops
             # its step markers), so a redelivery of this step finds the run finished.
-            rt.store.end_run(
+            ended = rt.store.end_run(
                 identity.instance_id, run_id=identity.run_id, status=RuntimeStatus.COMPLETED,
                 output_json=dumps(result), task_id=lease.task_id,
             )
+            if not ended:
+                # The run had ended already (terminated): drop this step's draining
+                # lease, or the ID's next run would wait until it runs out.
+                lease.release()
         else:
             lease.complete(dumps(result))
         return result
