@@ -98,30 +98,39 @@ def set_custom_status(value: Any) -> bool:
 
 # -- publishing what was parked -----------------------------------------------------
 def publish_release(app: Celery, instance_id: str, release: Release) -> None:
-    """Publish a parked delivery that a script handed back (event, timeout or resume).
+    """Publish what a script handed back (event, timeout or resume): the rest of a chain
+    whose wait ended, and every delivery a suspend parked.
 
     Raises:
-        ServiceUnavailable: the broker refused it; the run is left Suspended holding
-            the delivery, so ``resume`` publishes it once the broker is back.
+        ServiceUnavailable: the broker refused one; the run is left Suspended holding
+            what was not published, so ``resume`` publishes it once the broker is back.
     """
-    park = loads(release.park)
-    value = loads(release.value) if release.value else None
-    try:
-        if park["kind"] == "suspend":
-            signature(park["sig"], app=app).apply_async()
-        else:
-            rest = list(park["chain"])
-            # What Celery's tracer does after a step returns: the next step gets the
-            # result as its first argument and carries the rest of the chain.
-            signature(rest.pop(), app=app).apply_async((value,), chain=rest or None)
-    except Exception as exc:
-        runtime(app).store.repark(
-            instance_id, run_id=park["run"], park_json=release.park, value_json=release.value
-        )
+    parks = [(release.park, release.value)] if release.park else []
+    parks += [(step, "") for step in release.steps]
+    failed: list[Exception] = []
+    for park_json, value_json in parks:
+        park = loads(park_json)
+        try:
+            _publish(app, park, loads(value_json) if value_json else None)
+        except Exception as exc:
+            runtime(app).store.repark(instance_id, run_id=park["run"], park_json=park_json,
+                                      value_json=value_json, task_id=park.get("task", ""))
+            failed.append(exc)
+    if failed:
         raise ServiceUnavailable(
-            f"Could not publish the run's next step; it is Suspended until resumed: {exc}",
+            f"Could not publish the run's next step; it is Suspended until resumed: {failed[0]}",
             instance_id=instance_id,
-        ) from exc
+        ) from failed[0]
+
+
+def _publish(app: Celery, park: dict[str, Any], value: Any) -> None:
+    if park["kind"] == "suspend":
+        signature(park["sig"], app=app).apply_async()
+        return
+    rest = list(park["chain"])
+    # What Celery's tracer does after a step returns: the next step gets the result
+    # as its first argument and carries the rest of the chain.
+    signature(rest.pop(), app=app).apply_async((value,), chain=rest or None)
 
 
 def start_timer(app: Celery, deadline: float, action: dict[str, Any]) -> None:

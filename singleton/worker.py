@@ -118,11 +118,13 @@ class SingletonTask(Task):
         # The run is suspended: keep this delivery (with the rest of its chain) in the
         # record instead of running it; resume publishes it again, same task id.
         sig = self.signature_from_request(self.request, args, kwargs)
-        park = dumps({"kind": "suspend", "run": identity.run_id, "sig": dict(sig)})
+        park = dumps({"kind": "suspend", "run": identity.run_id, "task": self.request.id,
+                      "sig": dict(sig)})
         gate = rt.store.park(
             identity.instance_id, run_id=identity.run_id, task_id=self.request.id, park_json=park
         )
         if gate.outcome is StepVerdict.RESUMED:
+            # No longer suspended, or the step is done or held meanwhile: the gate decides.
             return self._run_step(identity, args, kwargs)
         logger.info("Parked %s[%s]: instance %r is suspended.", self.name, self.request.id,
                     identity.instance_id)

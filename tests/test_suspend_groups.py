@@ -33,8 +33,6 @@ def settles(predicate, seconds: float) -> bool:
 
 
 @pytest.mark.usefixtures("holds_worker")
-@pytest.mark.xfail(strict=True, reason="a record has one park slot: each group member parked "
-                   "while Suspended overwrites the last, and resume publishes only one")
 def test_every_member_of_a_group_parked_by_a_suspend_runs_after_resume(app, client, uid, redis_client):
     client.start_new("HeldThenGroup", uid, {"key": uid, "members": 3})
     wait_until(lambda: named(redis_client, uid, "start"), 20, "the held step to start")
@@ -55,8 +53,6 @@ def test_every_member_of_a_group_parked_by_a_suspend_runs_after_resume(app, clie
     assert len(named(redis_client, uid, "end")) == 4
 
 
-@pytest.mark.xfail(strict=True, reason="the gate checks Suspended before the step's busy marker "
-                   "and parking drops the marker: a redelivery parks, and resume runs it again")
 def test_a_step_redelivered_during_a_suspend_does_not_run_again_beside_the_first_delivery(
     client, uid, redis_client, holds_worker
 ):
@@ -82,8 +78,6 @@ def test_a_step_redelivered_during_a_suspend_does_not_run_again_beside_the_first
 
 
 @pytest.mark.usefixtures("holds_worker")
-@pytest.mark.xfail(strict=True, reason="the continue-as-new script overwrites Suspended: a "
-                   "suspend accepted while the continue step runs is silently dropped")
 def test_a_suspend_accepted_while_the_continue_step_runs_holds_the_next_run(client, uid, redis_client):
     arm(redis_client, uid, "continue")
     client.start_new("ContinueOnce", uid, {"key": uid, "again": True})

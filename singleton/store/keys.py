@@ -9,7 +9,9 @@ so an instance's keys and the index entries a claim touches share a slot:
                                          request (idempotency key), continuedby, lease,
                                          timeout and deadline (µs), and
                                          while parked: park, parkvalue, waiting,
-                                         waittask, waitfinal, waitdefault
+                                         waittask, waitfinal, waitdefault, and
+                                         suspendnext ('1': a suspend accepted while
+                                         continuing as new, for the new run)
     <p>:{<s>}:steps:<instance_id>  hash  step markers of the live run, by task id:
                                          "run:<token>:<lease-until-µs>" while a delivery
                                          runs the step, "done:<json result>" after it,
@@ -30,6 +32,9 @@ so an instance's keys and the index entries a claim touches share a slot:
     <p>:{<s>}:ticks:<instance_id>  hash  beat ticks of the ID by outcome (started,
                                          skipped, buffered), kept for the retention
     <p>:{<s>}:buffer:<instance_id> str   the token of the one buffered beat tick (PX)
+    <p>:{<s>}:parked:<instance_id> hash  deliveries parked by a suspend, by task id: the
+                                         JSON of what resume publishes again (each
+                                         group member in flight parks its own)
 
 Every script receives all of its instance's keys, in the order of ``Keys``, so each
 script touches one slot in a cluster. Event names are hash fields, never part of a key.
@@ -57,6 +62,7 @@ class Keys(NamedTuple):
     drain: str
     ticks: str
     buffer: str
+    parked: str
 
 
 class KeySpace:
@@ -87,6 +93,7 @@ class KeySpace:
             drain=f"{tag}:drain:{instance_id}",
             ticks=f"{tag}:ticks:{instance_id}",
             buffer=f"{tag}:buffer:{instance_id}",
+            parked=f"{tag}:parked:{instance_id}",
         )
 
     def per_shard(self, name: str) -> list[str]:

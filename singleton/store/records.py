@@ -187,8 +187,9 @@ class Store:
     ) -> StepGate:
         """Park a delivery: for a suspended run (no event), or to wait for `event`.
 
-        Returns PARKED, STALE, RESUMED (no longer suspended: run the step) or EVENT
-        with a buffered event's JSON (the wait is over at once).
+        Each suspended delivery parks under its own `task_id`. Returns PARKED, STALE,
+        RESUMED (ask the gate again: no longer suspended, or the step is done or held)
+        or EVENT with a buffered event's JSON (the wait is over at once).
         """
         kind = "event" if event else "suspend"
         args = [run_id, task_id, kind, park_json, event, default_json, "1" if final else ""]
@@ -232,8 +233,10 @@ class Store:
 
     @_unavailable
     def resume(self, instance_id: str) -> Release:
-        """Resume a suspended run; a parked delivery comes back to be published."""
-        return _release(self._run("resume", instance_id, []))
+        """Resume a suspended run; every parked delivery comes back to be published."""
+        outcome, status, *rest = (_text(v) for v in self._run("resume", instance_id, []))
+        park, value, *steps = rest or ("", "")
+        return Release(Verdict(outcome), status, park, value, tuple(steps))
 
     @_unavailable
     def raise_event(self, instance_id: str, *, name: str, data_json: str) -> Release:
@@ -247,9 +250,15 @@ class Store:
         return _release(self._run("event_timeout", instance_id, args))
 
     @_unavailable
-    def repark(self, instance_id: str, *, run_id: str, park_json: str, value_json: str) -> bool:
-        """Keep a release whose publish failed: the run waits, Suspended, for resume."""
-        return bool(self._run("repark", instance_id, [run_id, park_json, value_json]))
+    def repark(
+        self, instance_id: str, *, run_id: str, park_json: str, value_json: str, task_id: str = ""
+    ) -> bool:
+        """Keep a release whose publish failed: the run waits, Suspended, for resume.
+
+        `task_id` names a delivery a suspend had parked; without it, `park_json` is the
+        rest of a chain, kept with `value_json`.
+        """
+        return bool(self._run("repark", instance_id, [run_id, park_json, value_json, task_id]))
 
     # -- inside a run -----------------------------------------------------------
     @_unavailable

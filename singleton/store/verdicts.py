@@ -94,9 +94,14 @@ class Found(NamedTuple):
 
 @dataclass(frozen=True)
 class Release:
-    """What an event, timeout or resume did: ``outcome`` and, to publish, park and value."""
+    """What an event, timeout or resume did: ``outcome`` and, to publish, park and value.
+
+    ``steps`` are the deliveries a suspend parked (one JSON each), which resume hands
+    back with the rest of a chain whose wait ended meanwhile (``park``, if any).
+    """
 
     outcome: Verdict
     status: str
     park: str = ""
     value: str = ""
+    steps: tuple[str, ...] = ()

@@ -12,18 +12,16 @@ local lease_us = tonumber(ARGV[4])
 local retention_us = tonumber(ARGV[5])
 local task_name = ARGV[6]
 
-local cur = redis.call('HMGET', k.inst, 'run', 'status', 'continuedby')
+local cur = redis.call('HMGET', k.inst, 'run', 'status', 'continuedby', 'suspendnext')
 if cur[1] ~= run_id or not LIVE[cur[2]] then
   -- The continue-as-new step that made the current run, redelivered before it
   -- confirmed the new run's publish: it may publish again.
   if cur[3] == task_id and cur[2] == 'ContinuedAsNew' then return {'continued', cur[1]} end
   return {'stale', cur[2] or ''}
 end
-if cur[2] == 'Suspended' then return {'suspended', cur[2]} end
 local now = now_us()
-local wait = draining(now)
--- A step of an ended run still executes: look again in a second (or when its lease ends).
-if wait > 0 then return {'busy', fmt(math.min(wait, 1000000))} end
+-- The step's own marker first: a redelivery of a step that is done, waiting or still
+-- running is recognised whatever the run's status, a suspend included.
 local step = redis.call('HGET', k.steps, task_id)
 if step then
   if string.sub(step, 1, 5) == 'done:' then return {'done', string.sub(step, 6)} end
@@ -31,6 +29,11 @@ if step then
   local lease_until = tonumber(string.match(step, ':(%d+)$'))
   if lease_until > now then return {'busy', fmt(lease_until - now)} end
 end
+-- Suspended, or continued as new under a suspend that holds for the new run.
+if cur[2] == 'Suspended' or cur[4] then return {'suspended', cur[2]} end
+local wait = draining(now)
+-- A step of an ended run still executes: look again in a second (or when its lease ends).
+if wait > 0 then return {'busy', fmt(math.min(wait, 1000000))} end
 redis.call('HSET', k.steps, task_id, 'run:' .. token .. ':' .. fmt(now + lease_us),
   't:' .. task_id, fmt(now) .. '|' .. task_name)
 redis.call('PEXPIRE', k.steps, math.floor(retention_us / 1000))

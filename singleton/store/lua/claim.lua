@@ -1,6 +1,6 @@
 -- claim: take the ID for a new Pending run, as the start policies allow.
 -- KEYS: the instance's keys (prelude.lua); uses inst, steps, created, expiring, prev,
---   hist, events, alive.
+--   hist, events, alive, parked.
 -- ARGV: 1 name, 2 run_id, 3 input (JSON), 4 if_live, 5 if_finished, 6 request_id ('' for
 --   none), 7 retention_us, 8 lease_us, 9 timeout_us (0: none), 10 prev_ttl_ms (how long
 --   the replaced record is kept for undo_claim), 11 terminated_output (JSON, the output
@@ -35,10 +35,10 @@ local fence = math.max((tonumber(cur[3]) or 0) + 1, now)
 if status then
   -- Keep the finished record server-side for a while, in case the publish fails.
   redis.call('RESTORE', k.prev, prev_ttl_ms, redis.call('DUMP', k.inst), 'REPLACE')
-  redis.call('DEL', k.inst, k.steps, k.hist, k.events)
+  redis.call('DEL', k.inst, k.steps, k.hist, k.events, k.parked)
   redis.call('ZREM', k.expiring, k.id)
 else
-  redis.call('DEL', k.prev, k.steps, k.hist, k.events)
+  redis.call('DEL', k.prev, k.steps, k.hist, k.events, k.parked)
 end
 local fields = {'name', name, 'run', run_id, 'fence', fmt(fence), 'status', 'Pending',
   'input', input, 'created', fmt(now), 'updated', fmt(now), 'lease', fmt(lease_us)}

@@ -2,17 +2,18 @@
 --
 -- KEYS: the instance's keys, always all of them and in this order (keys.py, Keys):
 --   1 record, 2 steps, 3 created, 4 expiring, 5 prev, 6 history, 7 events, 8 alive,
---   9 drain, 10 ticks, 11 buffer.
+--   9 drain, 10 ticks, 11 buffer, 12 parked.
 -- Scripts reach them through `k` and never index KEYS themselves.
 local k = {inst = KEYS[1], steps = KEYS[2], created = KEYS[3], expiring = KEYS[4],
   prev = KEYS[5], hist = KEYS[6], events = KEYS[7], alive = KEYS[8], drain = KEYS[9],
-  ticks = KEYS[10], buffer = KEYS[11]}
+  ticks = KEYS[10], buffer = KEYS[11], parked = KEYS[12]}
 -- The instance ID is what follows the shard's "}:i:" in the record's key.
 k.id = string.sub(KEYS[1], string.find(KEYS[1], '}:i:', 1, true) + 4)
 
 -- The live statuses (singleton.status.LIVE_STATUSES; a test keeps the two equal).
 local LIVE = {Pending = true, Running = true, Suspended = true, ContinuedAsNew = true}
-local PARK_FIELDS = {'park', 'parkvalue', 'waiting', 'waittask', 'waitfinal', 'waitdefault'}
+local PARK_FIELDS = {'park', 'parkvalue', 'waiting', 'waittask', 'waitfinal', 'waitdefault',
+  'suspendnext'}
 
 local function now_us()
   local t = redis.call('TIME')
@@ -78,7 +79,7 @@ local function finish(status, output, retention_us, except_task)
   redis.call('PEXPIRE', k.inst, math.floor(retention_us / 1000))
   redis.call('PEXPIRE', k.hist, math.floor(retention_us / 1000))
   redis.call('ZADD', k.expiring, fmt(now + retention_us), k.id)
-  redis.call('DEL', k.steps, k.events)
+  redis.call('DEL', k.steps, k.events, k.parked)
 end
 -- Event buffers: one JSON array of raw JSON payloads per event name, oldest first.
 local function pop_event(name)
