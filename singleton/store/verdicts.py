@@ -32,7 +32,7 @@ class StepVerdict(enum.StrEnum):
     PARKED = "parked"  # the step is parked (a wait, or a suspended run's delivery)
     SUSPENDED = "suspended"  # the run is suspended: park this delivery
     CONTINUED = "continued"  # this step continued the run as new; detail is the new run
-    RESUMED = "resumed"  # (park) no longer suspended: run the step
+    RESUMED = "resumed"  # (park) not parked: no longer suspended, or the step is done or held
     EVENT = "event"  # (park) a buffered event ends the wait at once; detail is its JSON
 
 
