@@ -1,8 +1,9 @@
 """Celery settings for proj: the one place configuration enters a worker or client.
 
 Broker and result backend come from REDIS_URL, or from CELERY_BROKER_URL and
-CELERY_RESULT_BACKEND when those are set. Each SINGLETON_* variable overrides the
-matching singleton_* setting (see README, "Configuration").
+CELERY_RESULT_BACKEND when those are set: ``amqp://`` for RabbitMQ, ``sentinel://``
+(with REDIS_SENTINEL_MASTER) for Redis Sentinel. Each SINGLETON_* variable overrides
+the matching singleton_* setting (see README, "Configuration" and "Deploying at scale").
 """
 
 import os
@@ -10,7 +11,7 @@ import os
 from singleton.logs import WORKER_LOG_FORMAT, WORKER_TASK_LOG_FORMAT
 from singleton.recovery import reconcile_entry
 from singleton.schedules import singleton_entry
-from singleton.settings import REDIS_VISIBILITY_TIMEOUT, Settings, environ_conf
+from singleton.settings import REDIS_VISIBILITY_TIMEOUT, Settings, environ_conf, is_amqp
 
 _env = os.environ
 _redis_url = _env.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -35,6 +36,19 @@ broker_transport_options = {
     "unacked_restore_interval": int(_env.get("BROKER_RESTORE_INTERVAL", "10")),
     "unacked_restore_throttle": 1,
 }
+if is_amqp(globals()):
+    # RabbitMQ confirms each publish: a start answers 202 only once the broker has
+    # its message (Celery's advice for quorum queues, and cheap on classic ones).
+    broker_transport_options = {"confirm_publish": True}
+    # CELERY_QUEUE_TYPE=quorum: replicated queues; countdowns then use RabbitMQ's
+    # native delayed delivery, which needs a topic exchange.
+    task_default_queue_type = _env.get("CELERY_QUEUE_TYPE", "classic")
+    if task_default_queue_type == "quorum":
+        task_default_exchange_type = "topic"
+# Redis Sentinel (sentinel://host:26379;sentinel://host2:26379): the master's name.
+if _env.get("REDIS_SENTINEL_MASTER"):
+    broker_transport_options["master_name"] = _env["REDIS_SENTINEL_MASTER"]
+    result_backend_transport_options = {"master_name": _env["REDIS_SENTINEL_MASTER"]}
 result_extended = True
 # A failing member of a group inside a chain calls the run's errback (the run fails).
 task_allow_error_cb_on_chord_header = True

@@ -13,9 +13,9 @@ from celery import Celery
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from singleton import OrchestrationClient
+from singleton import OrchestrationClient, tracing
 
-from . import auth, cors, errors, routes
+from . import auth, cors, errors, metrics, routes
 from .dashboard import register_dashboard
 
 logger = logging.getLogger(__name__)
@@ -129,6 +129,8 @@ def create_app(config: Mapping[str, Any] | None = None, celery_app: Celery | Non
     auth.install(app, settings.keys)
     register_dashboard(app, app.extensions[routes.EXTENSION], celery_app=celery_app, keys=settings.keys,
                        config=os.environ if config is None else config)
+    metrics.install(app, celery_app, config)
+    tracing.instrument_wsgi(app)
     if settings.proxy_hops:
         n = settings.proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)

@@ -34,6 +34,8 @@ HTTP_STATUS: dict[ErrorCategory, int] = {
     ErrorCategory.TIMEOUT: 504,
     ErrorCategory.UNAVAILABLE: 503,
     ErrorCategory.INTERNAL: 500,
+    ErrorCategory.TOO_LARGE: 413,
+    ErrorCategory.TOO_MANY: 429,
 }
 
 _HTTP_CODES = {
@@ -42,6 +44,7 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
+    429: "too_many_requests",
 }
 
 

@@ -163,7 +163,8 @@ _ERROR_TEXT = {
     409: "The instance's status does not allow it.",
     410: "The instance has already finished.",
     412: "The instance is still live: only a finished instance can be purged.",
-    413: "The body is longer than MAX_CONTENT_LENGTH.",
+    413: "The body is longer than MAX_CONTENT_LENGTH, or its input or event data than singleton_max_payload.",
+    429: "The instance already buffers singleton_max_events events that no wait took; nothing was added.",
     500: "An unexpected error; details are in the server's log.",
     503: "Redis or the broker is unreachable; nothing was left claimed. Retry after Retry-After seconds.",
 }
@@ -279,7 +280,7 @@ def _operation(summary: str, codes: tuple[int, ...], *params: dict[str, Any]) ->
 
 def _raise_event() -> dict[str, Any]:
     operation = _operation("Send an event to the instance (buffered until a wait takes it)",
-                           (400, 401, 404, 410, 413, 500, 503), _EVENT_NAME)
+                           (400, 401, 404, 410, 413, 429, 500, 503), _EVENT_NAME)
     operation["post"]["requestBody"] = {
         "required": False, "description": "The event's data: any JSON value; empty means null.",
         "content": {"application/json": {"schema": {}}},
@@ -319,6 +320,11 @@ _PATHS = {
         "Resume a suspended run where it stopped (202 too when live and not suspended)",
         (400, 401, 404, 410, 500, 503), _REASON),
     f"{WEBHOOK}/instances/{{instanceId}}/restart": _restart(),
+    "/metrics": {"get": {
+        "summary": "Prometheus metrics (text format); without a key when METRICS_PUBLIC=1",
+        "responses": {"200": {"description": "The scrape.", "content": {"text/plain": {"schema": {
+            "type": "string"}}}}, **_errors(401, 500)},
+    }},
     "/api/openapi.json": {"get": {
         "summary": "This document",
         "responses": {"200": _json({"type": "object"}, "The OpenAPI document."), **_errors(401, 500)},

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import scale_out
 from .end_to_end import CHAINS, ORCHESTRATIONS
 from .measure import Spread
 from .tools import OURS, PLAIN, PLAIN_NO_RESULT
@@ -255,6 +256,8 @@ def markdown(results: dict[str, Any], header: str, plot_name: str) -> str:
             "loads the scripts), so the largest fill gives the target's figure. The MEMORY USAGE sum "
             "covers every key of the database (no TTL bookkeeping).", "",
         ]
+    if "scale_out" in results:
+        lines += scale_out.section(results["scale_out"], _spread, _table)
     remains = analysis(results)
     if remains:
         lines += ["## What remains, and why", ""]

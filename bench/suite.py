@@ -1,7 +1,7 @@
 """``make bench``: this project side by side with plain Celery, celery-singleton and celery-once.
 
 Starts a private Redis server (free port; a local server is never touched), runs
-the five sections in turn, prints each target as met / not met, profiles what is
+the six sections in turn, prints each target as met / not met, profiles what is
 missed, and writes BENCHMARKS.md and benchmarks.png (``--quick``: tiny sizes,
 written under var/bench/ unless --out is given).
 
@@ -25,7 +25,7 @@ import redis
 from proj.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("start", "contention", "http", "e2e", "scale")
+SECTIONS = ("start", "contention", "http", "e2e", "scale", "scale-out")
 PEER_DB = 1
 SCALE_FIRST_DB = 2
 
@@ -203,6 +203,13 @@ def run_sections(sections: list[str], cfg: dict[str, Any], url: str, workdir: Pa
         if missed("(section 5: must stay flat) a list page filtered"):
             label = f"list page filtered by status at {max(cfg['sizes']):,} records (pyinstrument)"
             results["profiles"][label] = store_scale.profile_page(largest_db, calls, filtered=True)
+    if "scale-out" in sections:
+        log("== 6. scale-out: RabbitMQ broker, replica-confirmed claims")
+        from bench import scale_out
+
+        results["scale_out"] = scale_out.run(
+            app, dict(os.environ), workdir, calls=cfg["start_calls"], runs=cfg["runs"], repetitions=reps,
+            concurrency=cfg["concurrency"], timeout=cfg["e2e_timeout"], log=log)
     return results
 
 

@@ -1,4 +1,4 @@
-"""``python -m chaos [--seconds S] [--seed N] [--out DIR]``: run, check, report.
+"""``python -m chaos [--seconds S] [--seed N] [--out DIR] [--broker URL]``: run, check, report.
 
 Prints a summary, writes ``report.json`` in the run's directory, and exits 1 when
 any invariant was violated.
@@ -22,12 +22,15 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=300.0, help="load and faults (default 300)")
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--out", type=Path, default=None, help="run directory (default: a temp dir)")
+    parser.add_argument("--broker", default=os.environ.get("CELERY_BROKER_URL", ""),
+                        help="broker URL (default: CELERY_BROKER_URL, else the run's own Redis)")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="chaos-"))
     out.mkdir(parents=True, exist_ok=True)
-    stack = Stack(out)
+    stack = Stack(out, broker_url=args.broker)
     # The driver and checker read records through the library: point it at the stack.
-    os.environ.update({k: v for k, v in stack.env.items() if k in (*SETTINGS, "REDIS_URL")})
+    os.environ.update({k: v for k, v in stack.env.items()
+                       if k in (*SETTINGS, "REDIS_URL", "CELERY_BROKER_URL")})
     print(f"chaos: {args.seconds:.0f} s of load and faults, seed {args.seed}, logs in {out}", flush=True)
     stack.start()
     try:

@@ -40,9 +40,13 @@ class Process(ManagedProcess):
 
 
 class Stack:
-    """Redis, gunicorn (2 workers), two Celery workers (2 processes each) and beat."""
+    """Redis, gunicorn (2 workers), two Celery workers (2 processes each) and beat.
 
-    def __init__(self, directory: Path) -> None:
+    Redis is the broker too unless a broker URL is given (RabbitMQ, say).
+    """
+
+    def __init__(self, directory: Path, *, broker_url: str = "") -> None:
+        """Lay out the stack in `directory`; `broker_url` (amqp://...) replaces its Redis broker."""
         self.directory = directory
         self.log_dir = directory / "steps"
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -52,6 +56,8 @@ class Stack:
                     "CHAOS_LOG_DIR": str(self.log_dir)}
         for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "API_KEYS"):
             self.env.pop(name, None)
+        if broker_url:
+            self.env["CELERY_BROKER_URL"] = broker_url
         celery = [sys.executable, "-m", "celery", "-A", "proj"]
         self.web = Process("web", [sys.executable, "-m", "gunicorn", "-w", "2", "-b",
                                    f"127.0.0.1:{self.web_port}", "--log-level", "warning",

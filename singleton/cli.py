@@ -29,6 +29,7 @@ EXIT_BAD_INPUT = 2
 EXIT_NOT_FOUND = 3
 EXIT_CONFLICT = 4
 EXIT_UNAVAILABLE = 5
+EXIT_LIMITED = 6  # a per-instance limit is reached (HTTP 429): retry later
 # The exit code of each kind of error; the HTTP API keeps its status codes by the same key.
 EXIT_CODES: dict[ErrorCategory, int] = {
     ErrorCategory.BAD_INPUT: EXIT_BAD_INPUT,
@@ -39,6 +40,8 @@ EXIT_CODES: dict[ErrorCategory, int] = {
     ErrorCategory.TIMEOUT: EXIT_FAILED,
     ErrorCategory.UNAVAILABLE: EXIT_UNAVAILABLE,
     ErrorCategory.INTERNAL: EXIT_FAILED,
+    ErrorCategory.TOO_LARGE: EXIT_BAD_INPUT,
+    ErrorCategory.TOO_MANY: EXIT_LIMITED,
 }
 LIST_COLUMNS = ("instance", "name", "status", "created", "updated")
 

@@ -27,14 +27,17 @@ from .errors import (
     InvalidContinuationToken,
     InvalidInput,
     InvalidTransition,
+    PayloadTooLarge,
     RunReplaced,
     ServiceUnavailable,
+    TooManyEvents,
     WaitTimeout,
 )
 from .orchestrator import Orchestrator, get_orchestrator
 from .policies import IfFinished, IfLive
-from .runs import RunIdentity, apply_run, run_canvas
+from .runs import RunIdentity, encode_message, publish_message, run_canvas, run_message
 from .runtime import runtime
+from .signals import StartDecision, run_ended, send_release_ended
 from .status import (
     OrchestrationStatus,
     RuntimeStatus,
@@ -43,7 +46,7 @@ from .status import (
     validate_event_name,
     validate_instance_id,
 )
-from .store import SHARDS, ClaimResult, ClaimVerdict, Release, Verdict
+from .store import SHARDS, START_ENTRY, ClaimResult, ClaimVerdict, Release, Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +76,8 @@ class OrchestrationClient:
         """Bind the client to a Celery app on which ``singleton.init_app`` was called."""
         self._app = app
         self._store = runtime(app).store
-        self._run_lease = runtime(app).settings.run_lease
+        self._settings = runtime(app).settings
+        self._run_lease = self._settings.run_lease
 
     # -- starting ---------------------------------------------------------------
     def start_new(
@@ -122,35 +126,65 @@ class OrchestrationClient:
             that answers (a repeated request ID, or ``use_existing``).
 
         Raises:
-            OrchestratorNotFound, InvalidInstanceId, InvalidInput, InvalidArgument:
-                nothing was claimed.
+            OrchestratorNotFound, InvalidInstanceId, InvalidInput, InvalidArgument,
+                PayloadTooLarge (input over ``singleton_max_payload``): nothing was claimed.
             InstanceAlreadyExists: the policies keep the ID with the run on record.
             ServiceUnavailable: Redis or the broker failed; the ID is not left claimed.
         """
+        decision = StartDecision(name)
+        try:
+            started = self._start_new(
+                decision, name, instance_id, input, if_live, if_finished, request_id
+            )
+        except BaseException as exc:
+            decision.send(self, exc)
+            raise
+        decision.send(self, None)
+        return started
+
+    def _start_new(
+        self,
+        decision: StartDecision,
+        name: str,
+        instance_id: str | None,
+        input: Any,
+        if_live: IfLive | str | None,
+        if_finished: IfFinished | str | None,
+        request_id: str | None,
+    ) -> StartedRun:
         orchestrator = get_orchestrator(name)
         live, finished = _policies(orchestrator, if_live, if_finished)
         request_id = _request_id(request_id)
         instance_id = _instance_id(instance_id, request_id)
-        input_json = _encode_input(input)
+        input_json = self._encode(input, "start input")
         try:
             canvas = orchestrator.build(input)
         except (ValueError, TypeError) as exc:
             raise InvalidInput(str(exc)) from exc
         identity = RunIdentity(instance_id, uuid.uuid4().hex, orchestrator.name)
         canvas, identity = run_canvas(self._app, canvas, identity)
-        claim = self._store.claim(
-            instance_id, name=orchestrator.name, run_id=identity.run_id, input_json=input_json,
+        message = run_message(canvas)
+        # The claim keeps the first message in the instance's outbox: a caller that dies
+        # before its publish leaves it to a retried start or the reconciler to send.
+        claim = decision.claim(
+            self._store.claim, instance_id, name=orchestrator.name, run_id=identity.run_id,
+            input_json=input_json,
             if_live=live, if_finished=finished, request_id=request_id,
             lease_s=orchestrator.lease or self._run_lease, timeout_s=orchestrator.timeout or 0.0,
+            message_json=encode_message(message),
         )
         if claim.outcome is ClaimVerdict.EXISTING:
+            if claim.message:
+                self._resend(instance_id, claim.message)
             return StartedRun(instance_id, claim.run_id)
         if not claim.claimed:
             raise InstanceAlreadyExists(instance_id, claim.status, claim.run_id)
         try:
             # The client reads status from the record, never from Celery results, so it
             # need not subscribe to the first step's result channel (two commands fewer).
-            apply_run(canvas, ignore_result=True)
+            # The outbox entry is cleared by the run's first step, not here: one round
+            # trip fewer for every start.
+            publish_message(self._app, message, ignore_result=True)
         except Exception as exc:
             self._give_back(instance_id, claim)
             raise ServiceUnavailable(
@@ -182,6 +216,18 @@ class OrchestrationClient:
             record["name"], target, loads(record["input"]),
             if_live=IfLive.FAIL, if_finished=IfFinished.ALLOW,
         )
+
+    def _resend(self, instance_id: str, message_json: str) -> None:
+        # A repeated start finds its run's first message still unpublished (its first
+        # attempt died or lost its publish): send it again, under the same task ids.
+        try:
+            publish_message(self._app, loads(message_json), ignore_result=True)
+        except Exception as exc:
+            raise ServiceUnavailable(
+                f"Could not publish the orchestration to the broker: {exc}; it stays in the "
+                "outbox and is sent again by a retry or the reconciler", instance_id=instance_id,
+            ) from exc
+        self._store.sent(instance_id, entry=START_ENTRY, message_json=message_json)
 
     def _give_back(self, instance_id: str, claim: ClaimResult) -> None:
         try:
@@ -358,12 +404,19 @@ class OrchestrationClient:
             InstanceNotFound: no record exists.
             InstanceIsTerminal: the instance has finished.
             InvalidEventName, InvalidInput: nothing was sent.
-            ServiceUnavailable: the run's next step could not be published; the run
-                is left Suspended with the event applied (``resume`` publishes it).
+            PayloadTooLarge: `data` is over ``singleton_max_payload`` bytes as JSON.
+            TooManyEvents: no run waits for it and the instance already buffers
+                ``singleton_max_events`` events; nothing was buffered.
+            ServiceUnavailable: the run's next step could not be published; the event
+                is applied and the reconciler publishes the step once the broker is back.
         """
         validate_instance_id(instance_id)
         validate_event_name(event_name)
-        release = self._store.raise_event(instance_id, name=event_name, data_json=_encode_input(data))
+        limit = self._settings.max_events
+        release = self._store.raise_event(instance_id, name=event_name,
+                                          data_json=self._encode(data, "event data"), max_events=limit)
+        if release.outcome is Verdict.FULL:
+            raise TooManyEvents(instance_id, limit)
         self._released(instance_id, release, "raise an event to")
 
     def suspend(self, instance_id: str, reason: str | None = None) -> None:
@@ -388,8 +441,15 @@ class OrchestrationClient:
         self._released(instance_id, release, "resume")
         logger.info("Resumed instance %r (reason: %s).", instance_id, reason)
 
+    def _encode(self, value: Any, what: str) -> str:
+        encoded = _encode_input(value)  # ASCII: its length is its size in bytes
+        if len(encoded) > self._settings.max_payload:
+            raise PayloadTooLarge(what, len(encoded), self._settings.max_payload)
+        return encoded
+
     def _released(self, instance_id: str, release: Release, operation: str) -> None:
         _check(instance_id, release.outcome, release.status, operation)
+        send_release_ended(self, self._store, instance_id, release.outcome)
         if release.outcome is Verdict.RELEASE:
             publish_release(self._app, instance_id, release)
 
@@ -403,6 +463,8 @@ class OrchestrationClient:
         """
         found = self._store.terminate(validate_instance_id(instance_id), reason_json=dumps(reason))
         _check(instance_id, found.outcome, found.status, "terminate")
+        run_ended.send(sender=self, store=self._store, instance_id=instance_id, orchestrator="",
+                       status=RuntimeStatus.TERMINATED.value)
 
     def purge_instance_history(self, instance_id: str) -> int:
         """Delete a finished instance's record; return how many were deleted (0 or 1).
@@ -432,7 +494,16 @@ class OrchestrationClient:
         finished = [s for s in map(RuntimeStatus, wanted) if s.is_terminal]
         pages = self._pages(runtime_status=finished, created_time_from=created_time_from,
                             created_time_to=created_time_to, show_input=False)
-        return sum(self._store.purge_many(s.instance_id for s in page.instances) for page in pages)
+        # The purge script checks the filter again: a record re-run since it was listed stays.
+        return sum(
+            self._store.purge_many(
+                (s.instance_id for s in page.instances),
+                created_from_us=_us(created_time_from, -math.inf),
+                created_to_us=_us(created_time_to, math.inf),
+                statuses=finished,
+            )
+            for page in pages
+        )
 
 
 def _check(instance_id: str, outcome: Verdict, status: str, operation: str) -> None:

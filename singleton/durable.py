@@ -11,6 +11,7 @@ hop in steps shorter than the broker's visibility timeout.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from typing import Any
@@ -24,6 +25,7 @@ from .errors import InvalidInput, NotInRun, ServiceUnavailable
 from .orchestrator import get_orchestrator
 from .runs import RunIdentity, apply_run, run_canvas
 from .runtime import runtime
+from .signals import send_release_ended
 from .status import RuntimeStatus, validate_event_name
 from .store import Release, StepVerdict, Verdict
 from .worker import SingletonTask
@@ -101,26 +103,29 @@ def publish_release(app: Celery, instance_id: str, release: Release) -> None:
     """Publish what a script handed back (event, timeout or resume): the rest of a chain
     whose wait ended, and every delivery a suspend parked.
 
+    The script kept it in the instance's outbox (``release.entry``); it is cleared once
+    the broker took it.
+
     Raises:
-        ServiceUnavailable: the broker refused one; the run is left Suspended holding
-            what was not published, so ``resume`` publishes it once the broker is back.
+        ServiceUnavailable: the broker refused one; the entry stays in the outbox and
+            the reconciler publishes all of it again once the broker is back (same task
+            ids: the gates recognise what did get through).
     """
     parks = [(release.park, release.value)] if release.park else []
     parks += [(step, "") for step in release.steps]
     failed: list[Exception] = []
     for park_json, value_json in parks:
-        park = loads(park_json)
         try:
-            _publish(app, park, loads(value_json) if value_json else None)
+            _publish(app, loads(park_json), loads(value_json) if value_json else None)
         except Exception as exc:
-            runtime(app).store.repark(instance_id, run_id=park["run"], park_json=park_json,
-                                      value_json=value_json, task_id=park.get("task", ""))
             failed.append(exc)
     if failed:
         raise ServiceUnavailable(
-            f"Could not publish the run's next step; it is Suspended until resumed: {failed[0]}",
-            instance_id=instance_id,
+            f"Could not publish the run's next step; the reconciler sends it again once "
+            f"the broker is back: {failed[0]}", instance_id=instance_id,
         ) from failed[0]
+    if release.entry:
+        runtime(app).store.sent(instance_id, entry=release.entry, message_json="")
 
 
 def _publish(app: Celery, park: dict[str, Any], value: Any) -> None:
@@ -138,8 +143,20 @@ def start_timer(app: Celery, deadline: float, action: dict[str, Any]) -> None:
     hop = runtime(app).settings.max_countdown
     countdown = max(0.0, min(deadline - time.time(), hop))
     app.signature(TIMER_TASK, args=(deadline, action)).apply_async(
-        countdown=countdown, ignore_result=True
+        countdown=broker_countdown(app, countdown), ignore_result=True
     )
+
+
+def broker_countdown(app: Celery, countdown: float) -> float:
+    """Return `countdown` as the broker can hold it.
+
+    RabbitMQ's native delayed delivery (quorum queues) counts whole seconds and
+    refuses less than one (kombu's calculate_routing_key truncates, then raises):
+    round up, so that a hop never fires early nor fails.
+    """
+    if countdown > 0 and app.conf.task_default_queue_type == "quorum":
+        return float(math.ceil(countdown))
+    return countdown
 
 
 def publish_continued(app: Celery, instance_id: str, name: str, run_id: str, input: Any,
@@ -167,7 +184,7 @@ def _apply_continued(app: Celery, instance_id: str, name: str, run_id: str, inpu
     # Task ids derived from the run id: publishing the same run twice (a redelivered
     # continue step or timer) yields duplicates that the step gates recognise.
     canvas, _ = run_canvas(app, canvas, identity, deterministic=True)
-    apply_run(canvas, countdown=countdown or None, ignore_result=True)
+    apply_run(canvas, countdown=broker_countdown(app, countdown) or None, ignore_result=True)
 
 
 # -- the tasks ------------------------------------------------------------------------
@@ -193,7 +210,8 @@ class WaitTask(SingletonTask):
         )
         if gate.outcome is StepVerdict.EVENT:
             return loads(gate.detail)
-        logger.info("Run %s of %r waits for event %r.", identity.run_id, identity.instance_id, name)
+        if gate.outcome is StepVerdict.PARKED:
+            logger.info("Run %s of %r waits for event %r.", identity.run_id, identity.instance_id, name)
         raise Ignore()
 
 
@@ -242,6 +260,7 @@ def _perform(app: Celery, action: dict[str, Any]) -> None:
         release = store.event_timeout(
             instance_id, run_id=action["run"], task_id=action["task"], failure_json=failure
         )
+        send_release_ended(app, store, instance_id, release.outcome)
         if release.outcome is Verdict.RELEASE:
             publish_release(app, instance_id, release)
     elif action["kind"] == "continue":

@@ -23,6 +23,8 @@ class ErrorCategory(enum.StrEnum):
     TIMEOUT = "timeout"  # a wait ended before the instance finished
     UNAVAILABLE = "unavailable"  # Redis or the broker is unreachable; retry later
     INTERNAL = "internal"  # a misuse of the library or an unexpected failure
+    TOO_LARGE = "too_large"  # a payload (input, event data) is over its size limit
+    TOO_MANY = "too_many"  # a per-instance limit is reached; retry once it drains
 
 
 class SingletonError(Exception):
@@ -174,6 +176,17 @@ class InvalidTransition(InstanceError):
         )
 
 
+class InvalidSettings(SingletonError):
+    """Timing settings that contradict each other: the app refuses to start with them."""
+
+    code = "invalid_settings"
+    category = ErrorCategory.INTERNAL
+
+    def __init__(self, setting: str, reason: str) -> None:
+        self.setting, self.reason = setting, reason
+        super().__init__(f"singleton_{setting}: {reason}")
+
+
 class NotInRun(SingletonError):
     """A run-only call (set_custom_status, say) was made outside a step of a run."""
 
@@ -210,6 +223,31 @@ class RunReplaced(InstanceError):
         super().__init__(
             instance_id,
             f"The run '{run_id}' of instance '{instance_id}' was replaced by another run.",
+        )
+
+
+class PayloadTooLarge(SingletonError):
+    """A start's input or an event's data is larger than ``singleton_max_payload`` allows."""
+
+    code = "payload_too_large"
+    category = ErrorCategory.TOO_LARGE
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        self.what, self.size, self.limit = what, size, limit
+        super().__init__(f"The {what} is {size} bytes as JSON; at most {limit} are accepted.")
+
+
+class TooManyEvents(InstanceError):
+    """The instance already buffers ``singleton_max_events`` events; nothing was added."""
+
+    code = "too_many_events"
+    category = ErrorCategory.TOO_MANY
+
+    def __init__(self, instance_id: str, limit: int) -> None:
+        self.limit = limit
+        super().__init__(
+            instance_id,
+            f"The instance '{instance_id}' already buffers {limit} events that no wait took.",
         )
 
 

@@ -1,11 +1,22 @@
-"""Stuck-run recovery: fail live runs that gave no sign of life within their lease.
+"""Stuck-run recovery: send again the steps whose worker died, and fail live runs that
+gave no sign of life within their lease and have nothing left to recover.
 
-A run shows signs of life when a step starts or ends and while a running step's
+A step that passes its gate leaves its message (the delivery as the gate saw it) in
+the instance's keys while it runs, and its run's entry in the ``alive`` index falls
+due when the step's lease would end. A step whose lease ran out with no completion
+lost its worker: the reconciler publishes the kept message again, same task id, so
+the step runs again within ``step_lease + reconcile_interval`` of the kill, whatever
+the broker's visibility timeout. The broker may redeliver the original message as
+well (RabbitMQ does at once, Redis after its visibility timeout): the step gates make
+the two harmless together (done: the stored result is handed on; busy: wait).
+
+A run shows signs of life when a step starts or ends, at every gate verdict and while a running step's
 heartbeat renews its lease; each refreshes the run's entry in its shard's ``alive``
 index. A run whose messages are gone (broker flushed, an early-acked message lost
 with its worker) stops refreshing it, and the reconciler fails it as lost, freeing
 its ID. A run past its orchestrator's ``timeout`` fails as timed out. Suspended runs
-and runs waiting for an event are silent by design and are left alone.
+and runs waiting for an event are silent by design and are left alone. Each pass
+first re-sends the outbox entries whose publish was never confirmed (``outbox.relay``).
 
 The reconciler is the ``singleton.reconcile`` task; celeryconfig schedules it with
 beat (``reconcile_entry``) every ``singleton_reconcile_interval`` seconds. Every decision is made inside
@@ -16,12 +27,17 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task
-from kombu.utils.json import dumps
+from celery.canvas import signature
+from kombu.utils.json import dumps, loads
 
+from .outbox import relay
 from .runtime import runtime
+from .settings import Settings
+from .signals import reconciled
 from .store import ReapVerdict, Store
 
 logger = logging.getLogger(__name__)
@@ -31,23 +47,50 @@ RECONCILE_TASK = "singleton.reconcile"
 BATCH = 100
 
 
-def reconcile(store: Store, *, batch: int = BATCH) -> Counter[ReapVerdict]:
-    """Fail the overdue live runs of every shard; return how many ended which way.
+def reconcile(
+    store: Store,
+    *,
+    send: Callable[[str], Any] | None = None,
+    resend_s: float = Settings.step_lease,
+    batch: int = BATCH,
+) -> Counter[ReapVerdict]:
+    """Recover or fail the overdue live runs of every shard; return how many went which way.
+
+    Args:
+        store: the records.
+        send: publishes one kept step message (JSON) again; ``sender(app)`` makes one.
+            Without it, steps handed back are not published (store-only uses).
+        resend_s: a step sent again that has not started within this is sent once more.
+        batch: overdue runs examined per shard.
 
     Returns:
-        A Counter of outcomes: lost, timed_out, and parked, alive or gone for the
-        runs that turned out not to be stuck.
+        A Counter of outcomes: resent, lost, timed_out, and parked, alive or gone for
+        the runs that turned out not to be stuck.
     """
     overdue = store.due(batch)
     if not overdue:
         return Counter()
     lost = dumps("Lost: the run gave no sign of life within its lease; its messages are gone.")
     timed_out = dumps("TimedOut: the run did not finish within its orchestrator's timeout.")
-    outcomes = store.reap(overdue, lost_json=lost, timed_out_json=timed_out)
-    for instance_id, outcome in zip(overdue, outcomes, strict=True):
-        if outcome in (ReapVerdict.LOST, ReapVerdict.TIMED_OUT):
-            logger.warning("Failed instance %r: %s.", instance_id, outcome.replace("_", " "))
-    return Counter(outcomes)
+    reaped = store.reap(overdue, lost_json=lost, timed_out_json=timed_out, resend_s=resend_s)
+    reconciled.send(sender=store, instance_ids=overdue, outcomes=[r.outcome for r in reaped])
+    for instance_id, outcome in zip(overdue, reaped, strict=True):
+        if outcome.outcome in (ReapVerdict.LOST, ReapVerdict.TIMED_OUT):
+            logger.warning("Failed instance %r: %s.", instance_id, outcome.outcome.replace("_", " "))
+        for message in outcome.messages:
+            logger.warning("Sending a step of instance %r again: its lease ran out.", instance_id)
+            if send is not None:
+                send(message)
+    return Counter(outcome.outcome for outcome in reaped)
+
+
+def sender(app: Celery) -> Callable[[str], None]:
+    """Return the function that publishes a kept step message again, same task id."""
+
+    def send(message: str) -> None:
+        signature(loads(message), app=app).apply_async()
+
+    return send
 
 
 def reconcile_entry(interval: float) -> dict[str, Any]:
@@ -64,4 +107,9 @@ def register(app: Celery) -> None:
 
     @app.task(name=RECONCILE_TASK, bind=True, base=Task, ignore_result=True)
     def reconcile_task(self: Task) -> dict[str, int]:
-        return dict(reconcile(runtime(self.app).store))
+        rt = runtime(self.app)
+        # Re-send what stayed in an outbox first: a run whose message is on its way is
+        # not lost.
+        resent = relay(self.app)
+        outcomes = dict(reconcile(rt.store, send=sender(self.app), resend_s=rt.settings.step_lease))
+        return {**outcomes, "resent": resent} if resent else outcomes

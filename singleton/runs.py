@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID, uuid5
 
 from celery import Celery
-from celery.canvas import Signature, chain
+from celery.canvas import Signature, chain, signature
 from celery.utils import uuid
+from kombu.utils.json import dumps
+
+from .errors import NotInRun
 
 STAMP_INSTANCE = "singleton_instance"
 STAMP_RUN = "singleton_run"
@@ -52,6 +59,46 @@ class RunIdentity:
     def is_final(self, task_id: str) -> bool:
         """Return True if `task_id` is the step whose result is the run's output."""
         return bool(self.final) and task_id == self.final
+
+
+@dataclass(frozen=True)
+class CurrentRun:
+    """The run a step executes in, as ``current_run()`` tells user code.
+
+    ``fence`` is the run's fencing number: it grows with every run of the instance
+    ID, so an external system that keeps the highest fence it has seen per ID can
+    refuse a write from a step of an older run (see the README, "Fencing tokens").
+    """
+
+    instance_id: str
+    run_id: str
+    fence: int
+    orchestrator: str
+
+
+_CURRENT: ContextVar[CurrentRun | None] = ContextVar("singleton_current_run", default=None)
+
+
+def current_run() -> CurrentRun:
+    """Return the run of the step executing now (instance, run ID, fence, orchestrator).
+
+    Raises:
+        NotInRun: called outside the user code of a step of an orchestration run.
+    """
+    run = _CURRENT.get()
+    if run is None:
+        raise NotInRun("current_run")
+    return run
+
+
+@contextmanager
+def running_in(run: CurrentRun) -> Iterator[None]:
+    """Make `run` what ``current_run()`` answers while the block runs (the worker's use)."""
+    token = _CURRENT.set(run)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
 
 
 def _single(value: Any) -> Any:
@@ -101,21 +148,55 @@ def run_canvas(
 
 
 def apply_run(canvas: Signature, **options: Any) -> None:
-    """Publish a run's canvas (from ``run_canvas``) with `options` for its first task.
+    """Publish a run's canvas (from ``run_canvas``) with `options` for its first task."""
+    publish_message(canvas.app, run_message(canvas), **options)
+
+
+def run_message(canvas: Signature) -> dict[str, Any]:
+    """Return what publishing a run's canvas (from ``run_canvas``) sends, with every task id set.
 
     A plain chain is published the way Celery's ``chain.apply_async`` publishes it (the
     first task, with the rest as its ``chain`` field, last step first), without the
-    deep copies and result objects Celery builds on the way, which the run never uses:
-    every step's id is already preset.
+    deep copies and result objects Celery builds on the way, which the run never uses.
+    Any other canvas is frozen first, so its task ids are fixed before it is kept.
+    The message is JSON-serialisable (kombu's json): the outbox keeps it, and a second
+    publish of it makes duplicates that the step gates recognise.
     """
     steps = _plain_steps(canvas)
-    if canvas.subtask_type != "chain" or steps is None or canvas.options:
-        canvas.apply_async(**options)
-        return
-    first, rest = steps[0], steps[1:]
-    for step in rest:
+    if steps is None or (canvas.subtask_type == "chain" and canvas.options):
+        canvas.freeze()
+        return {"canvas": canvas}
+    for step in steps:
+        # The first task's id too: a second publish must repeat every id.
         step.options.setdefault("task_id", uuid())
-    first.apply_async(chain=[dict(step) for step in reversed(rest)] or None, **options)
+    first, rest = steps[0], steps[1:]
+    return {"first": first, "chain": [dict(step) for step in reversed(rest)]}
+
+
+def encode_message(message: dict[str, Any]) -> str:
+    """Return a message from ``run_message`` as JSON that kombu's json ``loads`` reads back.
+
+    The standard library's C encoder when the message is plain JSON (the usual case,
+    about twice as fast), else kombu's json, which also encodes dates, UUIDs and decimals.
+    """
+    try:
+        return json.dumps(message, separators=(",", ":"))
+    except TypeError:
+        return dumps(message)
+
+
+def publish_message(app: Celery, message: dict[str, Any], **options: Any) -> None:
+    """Publish a message from ``run_message`` (or its JSON form, decoded) with `options`."""
+    if "canvas" in message:
+        _signature(app, message["canvas"]).apply_async(**options)
+        return
+    first = _signature(app, message["first"])
+    first.apply_async(chain=message["chain"] or None, **options)
+
+
+def _signature(app: Celery, value: dict[str, Any]) -> Signature:
+    # A decoded message holds dicts; a fresh one the signatures themselves (not copied).
+    return value if isinstance(value, Signature) else signature(value, app=app)
 
 
 def _plain_steps(canvas: Signature) -> list[Signature] | None:

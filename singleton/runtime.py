@@ -9,7 +9,7 @@ from __future__ import annotations
 from celery import Celery
 
 from .leases import Heartbeat
-from .settings import Settings
+from .settings import Settings, check_timings
 from .store import Store
 
 
@@ -17,8 +17,13 @@ class Runtime:
     """Per-app state of the singleton layer: settings, store and step heartbeat."""
 
     def __init__(self, app: Celery) -> None:
-        """Read the app's settings and make its store (no connection is opened yet)."""
+        """Read and check the app's settings, and make its store (no connection yet).
+
+        Raises:
+            InvalidSettings: the timing settings contradict each other.
+        """
         self.settings = Settings.from_conf(app.conf)
+        check_timings(self.settings, app.conf)
         self.store = Store.from_app(app, self.settings)
         self.heartbeat = Heartbeat(self.settings.step_lease)
 

@@ -10,6 +10,7 @@ stops the rest of its chain.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery import Celery, Task
@@ -17,14 +18,17 @@ from celery.exceptions import Ignore
 from celery.worker.request import Request
 from kombu.utils.json import dumps, loads
 
+from .errors import ServiceUnavailable
 from .leases import Lease
-from .runs import RunIdentity
+from .runs import CurrentRun, RunIdentity, running_in
 from .runtime import Runtime, runtime
-from .signals import step_finished, step_started
+from .signals import gate_decided, run_ended, step_finished, step_started
 from .status import RuntimeStatus
-from .store import StepVerdict
+from .store import StepGate, StepVerdict
 
 logger = logging.getLogger(__name__)
+# How often a gate that cannot reach the store tries again (while it holds the message).
+STORE_RETRY_S = 0.5
 
 
 class SingletonRequest(Request):
@@ -60,21 +64,23 @@ class SingletonTask(Task):
     def _run_step(self, identity: RunIdentity, args: tuple, kwargs: dict) -> Any:
         rt = runtime(self.app)
         lease = Lease(rt.store, identity, self.request.id)
-        gate = rt.store.begin_step(
-            identity.instance_id, run_id=identity.run_id, task_id=lease.task_id, token=lease.token,
-            lease_s=rt.settings.step_lease, name=self.name,
-        )
+        # The delivery as the gate sees it, kept while the step runs: if its lease runs
+        # out with no completion, the reconciler publishes it again (same task id).
+        message = dumps(dict(self.signature_from_request(self.request, args, kwargs)))
+        gate = self._gate(rt, identity, lease, message)
+        gate_decided.send(sender=self, verdict=gate.outcome)
         match gate.outcome:
             case StepVerdict.RUN:
-                return self._run_leased(rt, identity, lease, args, kwargs)
+                run = CurrentRun(identity.instance_id, identity.run_id, gate.fence, identity.name)
+                with running_in(run):
+                    return self._run_leased(rt, identity, lease, args, kwargs)
             case StepVerdict.DONE:
                 # A redelivery of a step that already succeeded: hand its result on again;
                 # a duplicate of the next step is stopped by that step's own gate.
                 return loads(gate.detail)
             case StepVerdict.BUSY:
                 # Another delivery holds the lease; come back when it would have expired.
-                countdown = int(gate.detail) / 1_000_000 + 0.5
-                raise self.retry(countdown=countdown, max_retries=self.request.retries + 1)
+                self._wait(int(gate.detail) / 1_000_000 + 0.5, args, kwargs)
             case StepVerdict.SUSPENDED:
                 return self._park_suspended(rt, identity, args, kwargs)
             case StepVerdict.CONTINUED:
@@ -84,6 +90,24 @@ class SingletonTask(Task):
             self.name, lease.task_id, identity.run_id, identity.instance_id, gate.outcome, gate.detail,
         )
         raise Ignore()
+
+    def _gate(self, rt: Runtime, identity: RunIdentity, lease: Lease, message: str) -> StepGate:
+        # A store that restarts or fails over is back within seconds: wait for it (up to
+        # a step lease) while this delivery holds its message, rather than fail the step
+        # with nobody able to record the failure.
+        deadline = time.monotonic() + rt.settings.step_lease
+        while True:
+            try:
+                return rt.store.begin_step(
+                    identity.instance_id, run_id=identity.run_id, task_id=lease.task_id,
+                    token=lease.token, lease_s=rt.settings.step_lease, name=self.name,
+                    message_json=message, parent_id=self.request.parent_id or "",
+                )
+            except ServiceUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                logger.warning("The store is unreachable; %s[%s] waits for it.", self.name, lease.task_id)
+                time.sleep(STORE_RETRY_S)
 
     def _run_leased(
         self, rt: Runtime, identity: RunIdentity, lease: Lease, args: tuple, kwargs: dict
@@ -102,17 +126,27 @@ class SingletonTask(Task):
         if identity.is_final(lease.task_id):
             # The last step's result is the run's output: this ends the run (and drops
             # its step markers), so a redelivery of this step finds the run finished.
-            ended = rt.store.end_run(
+            if rt.store.end_run(
                 identity.instance_id, run_id=identity.run_id, status=RuntimeStatus.COMPLETED,
                 output_json=dumps(result), task_id=lease.task_id,
-            )
-            if not ended:
+            ):
+                run_ended.send(sender=self, store=rt.store, **_ended(identity, RuntimeStatus.COMPLETED))
+            else:
                 # The run had ended already (terminated): drop this step's draining
                 # lease, or the ID's next run would wait until it runs out.
                 lease.release()
         else:
             lease.complete(dumps(result))
         return result
+
+    def _wait(self, countdown: float, args: tuple, kwargs: dict) -> None:
+        # Waiting is not retrying: the same delivery goes out again with a countdown and
+        # its retry count unchanged, so a wait never spends the step's own max_retries
+        # (self.retry would count it, and fire task_retry for a step that never ran).
+        self.signature_from_request(self.request, args, kwargs, countdown=countdown).apply_async()
+        logger.info("Waiting %.1f s to run %s[%s]: another delivery holds it.", countdown,
+                    self.name, self.request.id)
+        raise Ignore()
 
     def _park_suspended(self, rt: Runtime, identity: RunIdentity, args: tuple, kwargs: dict) -> Any:
         # The run is suspended: keep this delivery (with the rest of its chain) in the
@@ -124,7 +158,7 @@ class SingletonTask(Task):
             identity.instance_id, run_id=identity.run_id, task_id=self.request.id, park_json=park
         )
         if gate.outcome is StepVerdict.RESUMED:
-            # No longer suspended, or the step is done or held meanwhile: the gate decides.
+            # No longer suspended, or the step is done, waiting or held: the gate decides.
             return self._run_step(identity, args, kwargs)
         logger.info("Parked %s[%s]: instance %r is suspended.", self.name, self.request.id,
                     identity.instance_id)
@@ -152,10 +186,12 @@ class SingletonTask(Task):
 def complete_run(task: Task, result: Any) -> None:
     """Complete the run of `task` (the appended completion task) with `result`."""
     identity = RunIdentity.from_request(task.request)
-    runtime(task.app).store.end_run(
+    store = runtime(task.app).store
+    if store.end_run(
         identity.instance_id, run_id=identity.run_id, status=RuntimeStatus.COMPLETED,
         output_json=dumps(result),
-    )
+    ):
+        run_ended.send(sender=task, store=store, **_ended(identity, RuntimeStatus.COMPLETED))
 
 
 def fail_run(app: Celery, request: Any, exc: BaseException) -> None:
@@ -163,10 +199,12 @@ def fail_run(app: Celery, request: Any, exc: BaseException) -> None:
     identity = RunIdentity.from_request(request)
     if identity is None:
         return
-    runtime(app).store.end_run(
+    store = runtime(app).store
+    if store.end_run(
         identity.instance_id, run_id=identity.run_id, status=RuntimeStatus.FAILED,
         output_json=dumps(f"{type(exc).__name__}: {exc}"), task_id=request.id or "",
-    )
+    ):
+        run_ended.send(sender=app, store=store, **_ended(identity, RuntimeStatus.FAILED))
 
 
 def revoke_run(app: Celery, request: Any) -> None:
@@ -174,7 +212,14 @@ def revoke_run(app: Celery, request: Any) -> None:
     identity = RunIdentity.from_request(request)
     if identity is None:
         return
-    runtime(app).store.end_run(
+    store = runtime(app).store
+    if store.end_run(
         identity.instance_id, run_id=identity.run_id, status=RuntimeStatus.TERMINATED,
         output_json=dumps("revoked"),
-    )
+    ):
+        run_ended.send(sender=app, store=store, **_ended(identity, RuntimeStatus.TERMINATED))
+
+
+def _ended(identity: RunIdentity, status: RuntimeStatus) -> dict[str, str]:
+    # The run_ended signal's arguments for a run whose identity is known.
+    return {"instance_id": identity.instance_id, "orchestrator": identity.name, "status": status.value}

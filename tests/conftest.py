@@ -11,13 +11,17 @@ import os
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
+from devtools.rabbitmq import RabbitVhost, point_app_at, rabbitmq_missing
 from proj.redis_server import RedisServer
 from singleton.store import Store
+from tests.services import RABBITMQ_SKIPS, rabbitmq_vhost
 
 STORE_RETENTION_S = 60.0
 
@@ -54,9 +58,18 @@ def redis_server(pytestconfig: pytest.Config) -> RedisServer:
     return pytestconfig.stash[_SERVER]
 
 
+# tests/test_cluster.py runs the store's tests again with this set to a Redis Cluster:
+# redis_client, and so every Store of those tests, is then a cluster client.
+STORE_TESTS_CLUSTER = "STORE_TESTS_CLUSTER_URL"
+
+
 @pytest.fixture(scope="session")
 def redis_client(redis_server: RedisServer) -> redis.Redis:
-    client = redis.Redis.from_url(redis_server.url)
+    cluster = os.environ.get(STORE_TESTS_CLUSTER, "")
+    client = RedisCluster.from_url(cluster.split(",")[0].replace("redis+cluster://", "redis://")) \
+        if cluster else redis.Redis.from_url(redis_server.url)
+    if cluster:
+        client.command_flags["KEYS"] = RedisCluster.PRIMARIES  # the tests list keys on every node
     yield client
     client.close()
 
@@ -112,9 +125,55 @@ def uid(request: pytest.FixtureRequest) -> str:
     return f"{request.node.name[:40]}-{uuid.uuid4().hex[:8]}"
 
 
+# -- brokers -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Broker:
+    """The broker a module's processes use: its kind, URL, and vhost on RabbitMQ."""
+
+    kind: str
+    url: str
+    vhost: RabbitVhost | None = None
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    skipped = config.stash.get(RABBITMQ_SKIPS, 0)
+    if skipped:
+        terminalreporter.write_line(
+            f"RabbitMQ tests skipped ({skipped} set(s)): {rabbitmq_missing()}; "
+            "REQUIRE_RABBITMQ=1 fails instead",
+            yellow=True,
+        )
+
+
 @pytest.fixture(scope="module")
-def worker(tmp_path_factory: pytest.TempPathFactory):
-    """A real prefork worker (2 processes) for the tests of one module."""
+def broker(request: pytest.FixtureRequest, app, redis_server: RedisServer) -> Iterator[Broker]:
+    """The module's broker: the test Redis, or (param "rabbitmq") a RabbitMQ vhost of its own.
+
+    On RabbitMQ, CELERY_BROKER_URL names the vhost for the processes the module starts
+    (workers, beat) and the in-process app publishes there too, until the module ends.
+    """
+    if getattr(request, "param", "redis") == "redis":
+        yield Broker("redis", redis_server.url)
+        return
+    vhost = rabbitmq_vhost(request.config)
+    os.environ["CELERY_BROKER_URL"] = vhost.url
+    redis_options = app.conf.broker_transport_options
+    point_app_at(app, vhost.url, {"confirm_publish": True})
+    with app.connection_for_write() as connection:
+        assert connection.transport.driver_type == "amqp", connection.transport
+    try:
+        yield Broker("rabbitmq", vhost.url, vhost)
+    finally:
+        point_app_at(app, redis_server.url, redis_options)
+        os.environ.pop("CELERY_BROKER_URL", None)
+        vhost.delete()
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory, broker: Broker):
+    """A real prefork worker (2 processes) for the tests of one module, on its broker."""
     from tests.workers import Worker
 
     w = Worker(tmp_path_factory.mktemp("worker") / "worker.log").start()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import tests.holds  # noqa: F401  (its orchestrators, registered in this process too)
-from singleton.recovery import reconcile
+from singleton.recovery import reconcile, sender
 from singleton.runtime import runtime
 from singleton.settings import Settings
 from tests.workers import Worker
@@ -50,4 +50,5 @@ def module_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
 
 def reconcile_once(app) -> dict[str, int]:
     """One pass of the reconciler, as beat's ``singleton.reconcile`` tick runs it."""
-    return dict(reconcile(runtime(app).store))
+    rt = runtime(app)
+    return dict(reconcile(rt.store, send=sender(app), resend_s=rt.settings.step_lease))

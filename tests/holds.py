@@ -18,7 +18,7 @@ from celery.canvas import Signature
 from celery.signals import after_task_publish, task_prerun
 
 from proj.celery import app
-from singleton import continue_as_new, orchestrator, step_finished, step_started
+from singleton import continue_as_new, current_run, orchestrator, step_finished, step_started
 from singleton.durable import CONTINUE_TASK, TIMER_TASK
 from tests.probe import held_step, probe_step, record
 
@@ -126,3 +126,34 @@ def ContinueOnce(input: dict) -> Signature:  # noqa: N802
     if input.get("again"):
         return chain(probe_step.si(0, key), continue_as_new({"key": key}))
     return probe_step.si(0, key)
+
+
+# -- fencing an external write with the run's fence -----------------------------------
+# A toy external store: it keeps the highest fence it has seen per key and refuses a
+# write that carries a lower one (what a database row's "fence" column would do).
+LEDGER_WRITE = """
+local seen = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
+if tonumber(ARGV[1]) < seen then return 0 end
+redis.call('HSET', KEYS[1], 'fence', ARGV[1], 'value', ARGV[2])
+return 1
+"""
+
+
+def ledger_write(client: Any, key: str, *, fence: int, value: str) -> bool:
+    """Write `value` to the ledger entry `key` unless a higher fence wrote it already."""
+    return bool(client.eval(LEDGER_WRITE, 1, f"probe:ledger:{key}", fence, value))
+
+
+@app.task(bind=True)
+def fenced_write(self, key: str, value: str) -> bool:
+    """Write `value` to the ledger under the run's fence; record what current_run() said."""
+    run = current_run()
+    record(key, "fenced", self.request.id, fence=run.fence, run=run.run_id,
+           instance=run.instance_id, orchestrator=run.orchestrator)
+    return ledger_write(app.backend.client, key, fence=run.fence, value=value)
+
+
+@orchestrator
+def FencedWrite(input: dict) -> Signature:  # noqa: N802
+    """One step that writes ``value`` to the ledger entry ``key`` under the run's fence."""
+    return fenced_write.si(input["key"], input["value"])

@@ -1,4 +1,4 @@
-"""Real beat and Flower processes for tests, and a way to read JSON over HTTP.
+"""Real beat, Flower, RabbitMQ vhosts, Sentinel and Cluster servers for tests; JSON over HTTP.
 
 Both are ``devtools.processes.ManagedProcess``es: their own process group, a log,
 ready by a check with a deadline, stopped warmly.
@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -18,10 +19,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+import redis
 from celery.schedules import schedstate, schedule
 
-from devtools.processes import REPO, ManagedProcess
-from proj.redis_server import free_port
+from devtools.processes import REPO, ManagedProcess, wait_until
+from devtools.rabbitmq import RabbitVhost, rabbitmq_missing
+from proj.redis_server import RedisServer, free_port, redis_binary
 
 
 class Beat(ManagedProcess):
@@ -143,3 +147,151 @@ def rendered_dom(url: str, profile: Path, *, budget_ms: int = 15000) -> str:
     done = subprocess.run(args, capture_output=True, text=True, timeout=90)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
+
+
+# -- RabbitMQ: a private vhost per use -------------------------------------------------
+BROKERS = ("redis", "rabbitmq")
+# A module marked so runs all its tests once per broker (Redis first): its `broker`
+# fixture (conftest.py), and so its worker, beat and in-process client, are made once
+# per broker.
+both_brokers = pytest.mark.parametrize("broker", BROKERS, indirect=True, scope="module")
+RABBITMQ_REQUIRED = os.environ.get("REQUIRE_RABBITMQ", "") == "1"
+RABBITMQ_SKIPS = pytest.StashKey[int]()
+
+
+def rabbitmq_vhost(config: pytest.Config) -> RabbitVhost:
+    """Create a vhost of its own on the local RabbitMQ, or skip (fail under REQUIRE_RABBITMQ=1)."""
+    missing = rabbitmq_missing()
+    if missing and RABBITMQ_REQUIRED:
+        pytest.fail(f"REQUIRE_RABBITMQ=1 but RabbitMQ is unusable: {missing}")
+    if missing:
+        config.stash[RABBITMQ_SKIPS] = config.stash.get(RABBITMQ_SKIPS, 0) + 1
+        pytest.skip(f"RabbitMQ: {missing}")
+    return RabbitVhost().create()
+
+
+# -- Redis Sentinel and Redis Cluster, from the tests' redis-server binary --------------
+class SentinelGroup:
+    """One master, one replica and three sentinels watching them, on free ports."""
+
+    def __init__(self, directory: Path, name: str = "singleton-test") -> None:
+        self.directory, self.name = directory, name
+        self.master = RedisServer(directory / "master", appendonly=False)
+        self.replica = RedisServer(directory / "replica", appendonly=False,
+                                   extra_args=["--replicaof", "127.0.0.1", str(self.master.port)])
+        self.ports = [free_port() for _ in range(3)]
+        self.sentinels: list[ManagedProcess] = []
+
+    @property
+    def url(self) -> str:
+        """The sentinel:// URL Celery and kombu take (with REDIS_SENTINEL_MASTER=name)."""
+        return ";".join(f"sentinel://127.0.0.1:{port}/0" for port in self.ports)
+
+    def start(self) -> SentinelGroup:
+        self.master.start()
+        self.replica.start()
+        wait_until(lambda: self._info(self.replica.port).get("master_link_status") == "up", 30,
+                   "the replica to sync")
+        for port in self.ports:
+            conf = self.directory / f"sentinel-{port}.conf"
+            conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {self.directory}\n"
+                            f"sentinel monitor {self.name} 127.0.0.1 {self.master.port} 2\n"
+                            f"sentinel down-after-milliseconds {self.name} 1000\n"
+                            f"sentinel failover-timeout {self.name} 10000\n")
+            process = ManagedProcess([redis_binary(), str(conf), "--sentinel"],
+                                     log=self.directory / f"sentinel-{port}.log", name="sentinel")
+            self.sentinels.append(process.start())
+        wait_until(self._watched, 30, "the sentinels to find each other and the replica")
+        return self
+
+    def _info(self, port: int) -> dict:
+        try:
+            return redis.Redis(port=port, socket_timeout=2).info("replication")
+        except redis.ConnectionError:
+            return {}
+
+    def _sentinel(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, socket_timeout=2, decode_responses=True)
+
+    def _watched(self) -> bool:
+        try:
+            return all(
+                len(self._sentinel(p).execute_command("SENTINEL", "SENTINELS", self.name)) == 2
+                and len(self._sentinel(p).execute_command("SENTINEL", "REPLICAS", self.name)) == 1
+                for p in self.ports
+            )
+        except redis.ConnectionError:
+            return False
+
+    def master_port(self) -> int:
+        """Return the port the first sentinel names as the master now."""
+        return int(self._sentinel(self.ports[0]).execute_command(
+            "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)[1])
+
+    def failover(self) -> int:
+        """Force a failover (SENTINEL FAILOVER) and return the new master's port once named."""
+        before = self.master_port()
+        self._sentinel(self.ports[0]).execute_command("SENTINEL", "FAILOVER", self.name)
+        wait_until(lambda: self.master_port() != before, 30, "a new master")
+        return self.master_port()
+
+    def wait_replicated(self, timeout: float = 60.0) -> None:
+        """Wait until the current master has its replica online (after a failover, say)."""
+        def online() -> bool:
+            info = self._info(self.master_port())
+            return info.get("connected_slaves", 0) >= 1 and info.get("slave0", {}).get("state") == "online"
+
+        wait_until(online, timeout, "the master's replica to be online")
+
+    def stop(self) -> None:
+        for process in self.sentinels:
+            process.stop()
+        self.replica.stop()
+        self.master.stop()
+
+
+def _cluster_port() -> int:
+    """Return a free port whose cluster bus port (port + 10000) is free too."""
+    while True:
+        port = free_port()
+        if port <= 55535:
+            try:
+                with socket.socket() as bus:
+                    bus.bind(("127.0.0.1", port + 10000))
+                return port
+            except OSError:
+                continue
+
+
+class ClusterNodes:
+    """A Redis Cluster of three masters (no replicas) made with CLUSTER ADDSLOTS and MEET."""
+
+    def __init__(self, directory: Path) -> None:
+        self.nodes = [RedisServer(directory / f"node{n}", port=_cluster_port(), appendonly=False,
+                                  extra_args=["--cluster-enabled", "yes", "--cluster-config-file",
+                                              str(directory / f"node{n}" / "nodes.conf")])
+                      for n in range(3)]
+
+    @property
+    def url(self) -> str:
+        """The ``redis+cluster://`` URL ``singleton_store_url`` takes."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    def start(self) -> ClusterNodes:
+        for node in self.nodes:
+            node.start()
+        clients = [redis.Redis(port=node.port) for node in self.nodes]
+        step = 16384 // len(clients)
+        for n, client in enumerate(clients):
+            last = 16383 if n == len(clients) - 1 else (n + 1) * step - 1
+            client.execute_command("CLUSTER", "ADDSLOTS", *range(n * step, last + 1))
+            if n:
+                client.execute_command("CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port)
+        wait_until(lambda: all(b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO")
+                               and b"cluster_known_nodes:3" in c.execute_command("CLUSTER", "INFO")
+                               for c in clients), 30, "the cluster to agree")
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

@@ -27,6 +27,7 @@ from referencing.jsonschema import DRAFT202012
 
 from api import ConfigError, create_app, init_app
 from api.openapi import DOCUMENT
+from singleton.runtime import runtime
 from tests.probe import release, release_all
 from tests.workers import REPO, wait_until
 
@@ -343,10 +344,12 @@ def test_start_with_timeout_never_answers_with_the_output_of_a_later_run_of_the_
     replaced = http.post(f"/api/orchestrators/Delay/{uid}?ifLive=terminate_existing",
                          json={"seconds": 0, "value": "second run"})
     assert replaced.status_code == 202
+    # The first run's step may already be executing: the second run's step waits for it
+    # to end (the drain), so let it end now.
+    release(redis_client, uid)
     second = wait_until(lambda: (s := client.get_status(uid)).runtime_status.is_terminal and s, 20,
                         "the second run to complete")
     response = _joined(thread, answers)
-    release(redis_client, uid)
     assert (second.output, second.run_id != first.run_id) == ("second run", True)
     assert response.status_code == 202 and response.get_json()["id"] == uid
 
@@ -628,6 +631,16 @@ def test_raise_event_with_a_body_that_is_not_json_answers_400(http, live):
     assert (response.status_code, response.get_json()["code"]) == (400, "invalid_json")
 
 
+def test_raise_event_beyond_the_instances_buffer_limit_answers_429(http, live, app, client):
+    limit = runtime(app).settings.max_events
+    for n in range(limit):  # nothing waits for these: each is buffered
+        client.raise_event(live, "Unawaited", n)
+    response = http.post(instance_path(live, "raiseEvent/Unawaited"), json=limit)
+    body = response.get_json()
+    assert (response.status_code, body["code"]) == (429, "too_many_events")
+    assert str(limit) in body["Message"]
+
+
 def test_suspend_and_resume_answer_202_and_repeat_calls_202_as_in_durable_functions(http, live):
     assert http.post(instance_path(live, "suspend?reason=maintenance")).status_code == 202
     assert status_of(http, live).get_json()["runtimeStatus"] == "Suspended"
@@ -713,6 +726,7 @@ def test_an_idempotency_key_without_an_instance_id_finds_the_same_instance(http,
     (f"{WEBHOOK}/instances/x", "DELETE, GET, HEAD, OPTIONS"),
     (f"{WEBHOOK}/instances", "DELETE, GET, HEAD, OPTIONS"),
     (f"{WEBHOOK}/instances/x/raiseEvent/Approval", "OPTIONS, POST"),
+    ("/metrics", "GET, HEAD, OPTIONS"),
 ])
 def test_options_answers_204_with_the_allowed_methods_and_needs_no_key(keyed, path, allowed):
     response = keyed.options(path, headers={"Origin": "https://app.example",

@@ -15,6 +15,7 @@ from singleton.cli import (
     EXIT_CODES,
     EXIT_CONFLICT,
     EXIT_FAILED,
+    EXIT_LIMITED,
     EXIT_NOT_FOUND,
     EXIT_UNAVAILABLE,
 )
@@ -24,7 +25,7 @@ from tests.workers import REPO
 WEBHOOK = "/runtime/webhooks/durabletask"
 # What an HTTP status means, as an exit code: the two surfaces read one category.
 SAME_MEANING = {400: EXIT_BAD_INPUT, 404: EXIT_NOT_FOUND, 409: EXIT_CONFLICT, 410: EXIT_CONFLICT,
-                412: EXIT_CONFLICT,
+                412: EXIT_CONFLICT, 413: EXIT_BAD_INPUT, 429: EXIT_LIMITED,
                 503: EXIT_UNAVAILABLE, 500: EXIT_FAILED, 504: EXIT_FAILED}
 
 

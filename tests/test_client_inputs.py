@@ -21,6 +21,7 @@ from singleton import (
     InvalidInstanceId,
     OrchestrationClient,
     OrchestratorNotFound,
+    PayloadTooLarge,
     RuntimeStatus,
 )
 from singleton.errors import RunReplaced
@@ -57,6 +58,18 @@ def test_start_with_unknown_orchestrator_name_raises_orchestrator_not_found(
     assert caught.value.name == str(name)
     assert str(caught.value) == f"The orchestrator '{name}' does not exist."
     assert caught.value.code == "orchestrator_not_found"
+    assert_nothing_claimed(app, client, redis_client, uid, uid)
+
+
+def test_start_with_an_input_over_the_payload_limit_raises_payload_too_large(
+    app: Any, client: OrchestrationClient, redis_client: redis.Redis, uid: str
+) -> None:
+    limit = runtime(app).settings.max_payload
+    with pytest.raises(PayloadTooLarge) as caught:
+        client.start_new("Delay", uid, {"seconds": 0, "value": "x" * limit})
+
+    assert (caught.value.what, caught.value.limit) == ("start input", limit)
+    assert caught.value.size > limit and caught.value.code == "payload_too_large"
     assert_nothing_claimed(app, client, redis_client, uid, uid)
 
 

@@ -16,9 +16,10 @@ from singleton import (
 )
 from singleton.runtime import runtime
 from tests.probe import events, release
+from tests.services import both_brokers
 from tests.workers import wait_until
 
-pytestmark = pytest.mark.usefixtures("worker")
+pytestmark = [pytest.mark.usefixtures("worker"), both_brokers]
 
 
 def record_of(app, instance_id: str) -> dict:

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from proj.redis_server import RedisServer
+from proj.redis_server import RedisServer, free_port
 from singleton import RuntimeStatus, SingletonError, WaitTimeout
+from singleton.outbox import relay
 from singleton.recovery import RECONCILE_TASK
 from singleton.runtime import runtime
 from tests.durability import module_worker, worker_factory
@@ -50,6 +51,17 @@ def start_elsewhere(broker_url: str, name: str, instance_id: str, body, request_
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
 
+RAISE = """
+import sys
+from proj import app
+from singleton import OrchestrationClient, ServiceUnavailable
+try:
+    OrchestrationClient(app).raise_event(sys.argv[1], "Ping", "first")
+    print("raised", flush=True)
+except ServiceUnavailable as exc:
+    print("unavailable", exc, flush=True)
+"""
+
 
 def named(redis_client, key: str, event: str) -> list[dict]:
     return [e for e in events(redis_client, key) if e["event"] == event]
@@ -77,8 +89,6 @@ def store(app):
 
 
 @pytest.mark.usefixtures("holds_worker")
-@pytest.mark.xfail(strict=True, reason="an idempotent retry after a lost publish answers with the "
-                   "claimed run and publishes nothing: the run never starts")
 def test_a_start_retried_after_its_first_attempt_died_before_publishing_runs(client, uid):
     # The first attempt's broker accepts the connection and never answers: it claims
     # the ID, then hangs in the publish until it is killed there.
@@ -100,8 +110,6 @@ def test_a_start_retried_after_its_first_attempt_died_before_publishing_runs(cli
     assert outcome is RuntimeStatus.COMPLETED, f"the retried start reported success; the run is {outcome}"
 
 
-@pytest.mark.xfail(strict=True, reason="a claim deletes the finished run's history and undoing "
-                   "a failed start restores the record without it")
 def test_undoing_a_failed_start_restores_the_replaced_runs_history(client, store, uid):
     store.claim(uid, name="HelloSequence", run_id="old-run", input_json="null")
     store.begin_step(uid, run_id="old-run", task_id="step-1", token="token", lease_s=30, name="say_hello")
@@ -118,8 +126,6 @@ def test_undoing_a_failed_start_restores_the_replaced_runs_history(client, store
     assert after.history == before.history, f"the restored run's history is {after.history}"
 
 
-@pytest.mark.xfail(strict=True, reason="an event-timeout timer that fires before its wait has "
-                   "parked finds nothing to end: the run then waits forever")
 def test_an_event_timeout_that_fires_before_the_wait_parks_still_ends_the_wait(
     client, uid, redis_client, holds_worker
 ):
@@ -135,6 +141,25 @@ def test_an_event_timeout_that_fires_before_the_wait_parks_still_ends_the_wait(
     assert "EventTimeout" in client.get_status(uid).output
 
 
+@pytest.mark.usefixtures("holds_worker")
+def test_an_event_whose_publish_failed_is_sent_again_by_the_reconciler(app, client, store, uid, redis_client):
+    client.start_new("WaitTwice", uid, {"key": uid})
+    wait_until(lambda: (store.read(uid) or {}).get("waiting") == "Ping", 20, "the first wait to park")
+    # The event is applied, but its caller's broker is gone: the next step stays in the outbox.
+    env = {**os.environ, "CELERY_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    raised = subprocess.run([sys.executable, "-c", RAISE, uid], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120, check=True).stdout
+    assert raised.startswith("unavailable"), raised
+    assert client.get_status(uid).runtime_status is RuntimeStatus.RUNNING  # not parked away
+    # Beat's reconciler passes re-send it once its grace period is over.
+    wait_until(lambda: relay(app) or named(redis_client, uid, "got"), 30, "the reconciler's re-send")
+    got = wait_until(lambda: named(redis_client, uid, "got"), 20, "the next step")
+    assert [e["value"] for e in got] == ["first"]
+    wait_until(lambda: (store.read(uid) or {}).get("waiting") == "Ping", 20, "the second wait")
+    client.raise_event(uid, "Ping", "second")
+    assert finish(client, uid, timeout=20) is RuntimeStatus.COMPLETED
+
+
 @pytest.fixture
 def own_broker(tmp_path: Path):
     """A Redis of its own as the broker (the record store stays the session's Redis)."""
@@ -144,8 +169,11 @@ def own_broker(tmp_path: Path):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(strict=True, reason="a failed publish on the timer path re-parks the run as "
-                   "Suspended and tells nobody: it stays Suspended after the broker is back")
+@pytest.mark.xfail(strict=True, reason="the release now waits in the outbox (the run stays Running "
+                   "and the reconciler re-sends it: see the test above), but the worker itself dies "
+                   "when its Redis broker goes while it holds an unacked message (celery/kombu 5.7.0: "
+                   "AttributeError 'hostname' in restore_unacked as the consumer closes its "
+                   "connection), so no reconciler pass runs")
 def test_a_timer_whose_publish_fails_hands_its_run_on_once_the_broker_is_back(
     client, uid, redis_client, own_broker, tmp_path
 ):
@@ -187,8 +215,6 @@ def _finish_with_reconciler(client, uid: str, broker_url: str, timeout: float):
     return f"still {client.get_status(uid).runtime_status.value} after {timeout:.0f} s"
 
 
-@pytest.mark.xfail(strict=True, reason="event buffers are unbounded: any client can buffer "
-                   "events for an instance without limit, of any size")
 def test_the_events_buffered_for_one_instance_are_bounded(app, client, store, uid):
     # A live run that waits for nothing.
     store.claim(uid, name="Held", run_id=uuid.uuid4().hex, input_json="null")
@@ -207,14 +233,3 @@ def test_the_events_buffered_for_one_instance_are_bounded(app, client, store, ui
     client.terminate(uid)
     assert refused is not None, f"2000 events were buffered for one instance; a 32 MB event was {big}"
     assert big.startswith("refused"), f"a 32 MB event was {big}"
-
-
-@pytest.mark.xfail(strict=True, reason="purging an instance leaves its beat tick counts behind")
-def test_purging_an_instance_deletes_its_beat_tick_counts(client, store, uid):
-    run = uuid.uuid4().hex
-    store.claim(uid, name="Probe", run_id=run, input_json="null")
-    store.count_tick(uid, outcome="started")
-    store.end_run(uid, run_id=run, status=RuntimeStatus.COMPLETED, output_json="null")
-    assert client.purge_instance_history(uid) == 1
-    assert client.get_status(uid) is None
-    assert store.tick_counts(uid) == {}, f"the purged instance's tick counts: {store.tick_counts(uid)}"

@@ -27,8 +27,17 @@ SPINE = [
     "singleton.wiring",
 ]
 # Imports allowed inside a function: optional dependencies only, as (module, imported
-# module). Empty today; an entry needs the reason it is optional next to it.
-OPTIONAL_IMPORTS: set[tuple[str, str]] = set()
+# module). An entry needs the reason it is optional next to it.
+OPTIONAL_IMPORTS: set[tuple[str, str]] = {
+    # Tracing is off unless configured, and off must cost nothing: the OpenTelemetry SDK,
+    # its exporters and instrumentations load only in a process that turns tracing on.
+    ("singleton.tracing", "opentelemetry.instrumentation.celery"),
+    ("singleton.tracing", "opentelemetry.instrumentation.wsgi"),
+    ("singleton.tracing", "opentelemetry.sdk.resources"),
+    ("singleton.tracing", "opentelemetry.sdk.trace"),
+    ("singleton.tracing", "opentelemetry.sdk.trace.export"),
+    ("singleton.tracing", "opentelemetry.exporter.otlp.proto.http.trace_exporter"),
+}
 
 
 def module_name(path: Path) -> str:

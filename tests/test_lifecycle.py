@@ -6,9 +6,10 @@ import pytest
 
 from singleton import InstanceAlreadyExists, InstanceIsTerminal, RuntimeStatus
 from tests.probe import events, release
+from tests.services import both_brokers
 from tests.workers import wait_until
 
-pytestmark = pytest.mark.usefixtures("worker")
+pytestmark = [pytest.mark.usefixtures("worker"), both_brokers]
 
 
 def status_of(client, instance_id):

@@ -10,7 +10,7 @@ import pytest
 from singleton import RuntimeStatus
 from singleton.recovery import RECONCILE_TASK, reconcile
 from singleton.runtime import runtime
-from singleton.store import Store
+from singleton.store import StepVerdict, Store
 from tests.probe import events, release
 from tests.workers import wait_until
 
@@ -70,6 +70,69 @@ def test_finished_and_purged_runs_leave_the_alive_index(store: Store) -> None:
     store.purge("purged")
     past(0.2)
     assert reconcile(store) == {}
+
+
+def test_a_step_whose_lease_ran_out_is_handed_back_to_be_sent_again_not_lost(store: Store) -> None:
+    run = claim(store, "dead", lease_s=30)
+    store.begin_step("dead", run_id=run.run_id, task_id="t1", token="tok", lease_s=0.2, name="step",
+                     message_json='{"task": "step"}')
+    sent: list[str] = []
+    assert reconcile(store, send=sent.append, resend_s=30) == {}  # its lease still holds
+    past(0.3)  # no heartbeat renews it: its worker died
+    assert reconcile(store, send=sent.append, resend_s=30) == {"resent": 1}
+    assert sent == ['{"task": "step"}'] and store.read("dead")["status"] == "Running"
+    assert reconcile(store, send=sent.append, resend_s=30) == {}  # sent once per resend_s
+    # The re-sent delivery takes the step at once: no lease holds it.
+    gate = store.begin_step("dead", run_id=run.run_id, task_id="t1", token="tok2", lease_s=30,
+                            name="step", message_json='{"task": "step"}')
+    assert gate.outcome is StepVerdict.RUN and gate.fence == run.fence
+
+
+def test_a_step_sent_again_into_a_suspend_parks_and_is_not_sent_again(store: Store) -> None:
+    run = claim(store, "paused-dead", lease_s=30)
+    ids = {"run_id": run.run_id, "task_id": "t1"}
+    store.begin_step("paused-dead", token="tok", lease_s=0.2, name="step", message_json='{"n": 1}', **ids)
+    past(0.3)  # its worker died
+    store.suspend("paused-dead")
+    sent: list[str] = []
+    assert reconcile(store, send=sent.append, resend_s=0.2) == {"resent": 1}
+    # The re-sent delivery finds the run suspended and parks (its marker goes with it).
+    gate = store.begin_step("paused-dead", token="tok2", lease_s=30, name="step", **ids)
+    assert gate.outcome is StepVerdict.SUSPENDED
+    park = '{"kind": "suspend", "task": "t1"}'
+    assert store.park("paused-dead", park_json=park, **ids).outcome is StepVerdict.PARKED
+    past(0.3)  # the re-send's own wait runs out: a parked step is not sent once more
+    assert reconcile(store, send=sent.append, resend_s=0.2) == {"parked": 1}
+    assert sent == ['{"n": 1}'] and store.resume("paused-dead").steps == (park,)
+
+
+def test_a_step_that_succeeded_but_never_started_its_successor_is_sent_once_then_the_run_is_lost(
+    store: Store,
+) -> None:
+    run = claim(store, "gap", lease_s=0.2)
+    ids = {"run_id": run.run_id, "task_id": "t1", "token": "tok"}
+    store.begin_step("gap", lease_s=30, name="step", message_json='{"task": "step"}', **ids)
+    store.complete_step("gap", result_json='"r"', **ids)
+    sent: list[str] = []
+    past(0.3)  # silent for the run's lease: the next step never started
+    assert reconcile(store, send=sent.append) == {"resent": 1}
+    assert sent == ['{"task": "step"}']
+    past(0.3)
+    assert reconcile(store, send=sent.append) == {"lost": 1}
+    assert len(sent) == 1
+
+
+def test_the_next_steps_start_drops_the_kept_message_of_the_step_before(store: Store) -> None:
+    run = claim(store, "chain", lease_s=0.2)
+    ids = {"run_id": run.run_id, "token": "tok"}
+    store.begin_step("chain", task_id="t1", lease_s=30, message_json='{"n": 1}', **ids)
+    store.complete_step("chain", task_id="t1", result_json='"r"', **ids)
+    store.begin_step("chain", task_id="t2", lease_s=30, message_json='{"n": 2}', parent_id="t1", **ids)
+    store.complete_step("chain", task_id="t2", result_json='"r"', **ids)
+    sent: list[str] = []
+    past(0.3)
+    assert reconcile(store, send=sent.append) == {"resent": 1}
+    assert sent == ['{"n": 2}']
 
 
 # -- with a real worker -------------------------------------------------------------------

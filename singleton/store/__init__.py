@@ -15,32 +15,48 @@ each delivery it stopped in ``parked``, by task id. The script that unparks them
 them to exactly one caller. Terminal records get a
 TTL (the retention) and an entry in ``expiring``; each claim sweeps a few due
 entries out of the listing index.
+
+Outbox. A script that decides something must be published (a claim: the run's first
+message; an event, timeout or resume: a released delivery; a continue-as-new: the new
+run's canvas, confirmed by ``continued``) writes it into the
+instance's ``out`` hash in the same step. The publisher publishes it and clears it
+(``sent``; a run's first message is cleared by its first step's gate instead, which
+saves the start a round trip, and is why it waits 60 s, not 5 s, before a re-send);
+the reconciler re-sends what stays longer than its grace period (``outbox_due``),
+under the same task ids, so the gates dedupe.
 """
 
 from .keys import SHARDS, Keys
-from .records import Store
+from .records import START_ENTRY, Store
 from .verdicts import (
     ClaimResult,
     ClaimVerdict,
     Found,
+    Reaped,
     ReapVerdict,
     Release,
     StepGate,
     StepVerdict,
+    TickBegin,
+    TickVerdict,
     Verdict,
 )
 
 __all__ = [
     "Store",
     "SHARDS",
+    "START_ENTRY",
     "Keys",
     # what the scripts answer
     "ClaimVerdict",
     "StepVerdict",
     "Verdict",
+    "Reaped",
     "ReapVerdict",
+    "TickVerdict",
     "ClaimResult",
     "StepGate",
     "Found",
     "Release",
+    "TickBegin",
 ]

@@ -15,8 +15,12 @@ so an instance's keys and the index entries a claim touches share a slot:
     <p>:{<s>}:steps:<instance_id>  hash  step markers of the live run, by task id:
                                          "run:<token>:<lease-until-µs>" while a delivery
                                          runs the step, "done:<json result>" after it,
-                                         "parked" for a wait; "t:<task id>" holds
-                                         "<start µs>|<task name>" for the history
+                                         "parked" for a wait, "run:resent:<until-µs>"
+                                         once the reconciler sent it again;
+                                         "t:<task id>" holds "<start µs>|<task name>"
+                                         for the history, "m:<task id>" the step's
+                                         message (JSON) from its gate until the next
+                                         step starts, for the reconciler to re-send
     <p>:{<s>}:h:<instance_id>      list  the run's history: one JSON entry per step
     <p>:{<s>}:drain:<instance_id>  hash  steps of ended runs still executing, by task id
                                          ("run:<token>:<lease-until-µs>"): no step of a
@@ -30,8 +34,20 @@ so an instance's keys and the index entries a claim touches share a slot:
     <p>:{<s>}:prev:<instance_id>   hash  the finished record a claim replaced, kept
                                          5 minutes so a failed publish can restore it
     <p>:{<s>}:ticks:<instance_id>  hash  beat ticks of the ID by outcome (started,
-                                         skipped, buffered), kept for the retention
+                                         skipped, buffered, failed); "slot:<schedule>"
+                                         the latest due time (µs) a tick took;
+                                         "t:<task id>" the outcomes a recent tick
+                                         counted, ":recent" those ids (JSON); kept
+                                         for the retention
     <p>:{<s>}:buffer:<instance_id> str   the token of the one buffered beat tick (PX)
+    <p>:{<s>}:out:<instance_id>    hash  the outbox: messages a script decided must be
+                                         published, until their publish is confirmed:
+                                         "start" (the run's first message, JSON),
+                                         "rel:<run>:<µs>" (a released parked delivery)
+                                         and "cont:<run>" (a continued run's canvas)
+    <p>:{<s>}:outbox               zset  instances with outbox entries -> when the
+                                         reconciler may re-send them (µs)
+    <p>:{<s>}:prevh:<instance_id>  list  the history of the record kept in ``prev``
     <p>:{<s>}:parked:<instance_id> hash  deliveries parked by a suspend, by task id: the
                                          JSON of what resume publishes again (each
                                          group member in flight parks its own)
@@ -62,6 +78,9 @@ class Keys(NamedTuple):
     drain: str
     ticks: str
     buffer: str
+    out: str
+    outbox: str
+    prevh: str
     parked: str
 
 
@@ -93,6 +112,9 @@ class KeySpace:
             drain=f"{tag}:drain:{instance_id}",
             ticks=f"{tag}:ticks:{instance_id}",
             buffer=f"{tag}:buffer:{instance_id}",
+            out=f"{tag}:out:{instance_id}",
+            outbox=f"{tag}:outbox",
+            prevh=f"{tag}:prevh:{instance_id}",
             parked=f"{tag}:parked:{instance_id}",
         )
 

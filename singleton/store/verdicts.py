@@ -46,20 +46,38 @@ class Verdict(enum.StrEnum):
     LIVE = "live"  # (purge) a live run keeps the record
     RELEASE = "release"  # a parked delivery is handed back: publish it
     BUFFERED = "buffered"  # (raise_event) no run waits for it: the event is kept in order
+    FULL = "full"  # (raise_event) no run waits for it and the instance's buffer is full
     HELD = "held"  # the wait is over but the run is suspended: resume publishes the rest
     COMPLETED = "completed"  # the wait was the last step: the run completed
     FAILED = "failed"  # (event_timeout) the wait had no default: the run failed
     STALE = "stale"  # (event_timeout) the wait is over already
+    NOTED = "noted"  # (event_timeout) the wait has not parked yet: it ends as it parks
 
 
 class ReapVerdict(enum.StrEnum):
     """What the reconciler's script did with one overdue run (reap.lua)."""
 
+    RESENT = "resent"  # steps whose lease ran out were handed back to be sent again
     LOST = "lost"  # failed: no sign of life within its lease
     TIMED_OUT = "timed_out"  # failed: past its deadline
     PARKED = "parked"  # suspended or waiting: silent by design, left alone
     ALIVE = "alive"  # it showed a sign of life since it was read as overdue
     GONE = "gone"  # no longer live
+
+
+class TickVerdict(enum.StrEnum):
+    """What a beat tick's delivery is, against its slot and its own past (tick.lua)."""
+
+    NEW = "new"  # the tick's first delivery, and its slot is its own: decide it
+    SEEN = "seen"  # a redelivery or a retry; detail is the outcomes counted so far
+    DUPLICATE = "duplicate"  # its schedule slot was decided already; detail is its due µs
+
+
+class TickBegin(NamedTuple):
+    """A tick's verdict and its detail ('' when none)."""
+
+    outcome: TickVerdict
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,7 @@ class ClaimResult:
     status: RuntimeStatus
     run_id: str
     fence: int = 0
+    message: str = ""  # (existing) the run's first message, still unpublished
 
     @property
     def claimed(self) -> bool:
@@ -79,10 +98,22 @@ class ClaimResult:
 
 @dataclass(frozen=True)
 class StepGate:
-    """The gate's verdict for one delivery of one step, with its detail."""
+    """The gate's verdict for one delivery of one step, with its detail.
+
+    ``fence`` is the run's fencing number when the verdict is RUN (else 0).
+    """
 
     outcome: StepVerdict
     detail: str
+    fence: int = 0
+
+
+@dataclass(frozen=True)
+class Reaped:
+    """What the reconciler's script did with one overdue run, and what to send again."""
+
+    outcome: ReapVerdict
+    messages: tuple[str, ...] = ()
 
 
 class Found(NamedTuple):
@@ -96,6 +127,7 @@ class Found(NamedTuple):
 class Release:
     """What an event, timeout or resume did: ``outcome`` and, to publish, park and value.
 
+    ``entry`` names the outbox entry that holds the release until its publish is confirmed.
     ``steps`` are the deliveries a suspend parked (one JSON each), which resume hands
     back with the rest of a chain whose wait ended meanwhile (``park``, if any).
     """
@@ -104,4 +136,5 @@ class Release:
     status: str
     park: str = ""
     value: str = ""
+    entry: str = ""
     steps: tuple[str, ...] = ()

@@ -1,7 +1,8 @@
 -- continue: move the ID from the current run to a new one (ContinuedAsNew) without
 -- ever freeing it. A suspend of the current run holds for the new one: it starts
 -- Suspended, its first step parked, until resume.
--- KEYS: the instance's keys (prelude.lua); uses inst, steps, hist, alive, drain, parked.
+-- KEYS: the instance's keys (prelude.lua); uses inst, steps, hist, alive, drain, out,
+--   outbox, parked.
 -- ARGV: 1 run_id (current), 2 new_run_id, 3 new_input (JSON), 4 task_id (of the
 --   continue-as-new step), 5 delay_us (before the new run's canvas is published).
 -- Returns 1 when moved, 0 when run_id is not the current, live run.
@@ -26,4 +27,8 @@ if cur[4] then
   redis.call('HSET', k.inst, 'deadline', fmt(now + delay_us + tonumber(cur[4])))
 end
 alive(delay_us)
+-- The new run's canvas is published next; until `continued` confirms it, the outbox
+-- says it is owed (and from when its countdown runs), for the reconciler to send.
+outbox_clear()
+outbox_put('cont:' .. new_run_id, cjson.encode({due = fmt(now + delay_us)}))
 return 1

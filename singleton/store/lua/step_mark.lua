@@ -29,6 +29,8 @@ local step = redis.call('HGET', k.steps, task_id)
 if not step or string.sub(step, 1, #mine) ~= mine then return 0 end
 if action == 'done' then
   history(task_id, 'Completed', result)
+  -- The kept message stays until the next step starts: if this worker dies before
+  -- it publishes the next step, a re-sent copy hands the result on (reap.lua).
   redis.call('HSET', k.steps, task_id, 'done:' .. result)
   alive()
 elseif action == 'renew' then
@@ -36,6 +38,7 @@ elseif action == 'renew' then
   alive()
 else
   -- Keep the start time: a failure recorded next still finds it for the history.
-  redis.call('HDEL', k.steps, task_id)
+  redis.call('HDEL', k.steps, task_id, 'm:' .. task_id)
+  alive()
 end
 return 1
