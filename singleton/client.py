@@ -179,6 +179,9 @@ class OrchestrationClient:
             return StartedRun(instance_id, claim.run_id)
         if not claim.claimed:
             raise InstanceAlreadyExists(instance_id, claim.status, claim.run_id)
+        if claim.ended:  # terminate_existing ended the live run in the same script
+            run_ended.send(sender=self, store=self._store, instance_id=instance_id,
+                           orchestrator=claim.ended, status=RuntimeStatus.TERMINATED.value)
         try:
             # The client reads status from the record, never from Celery results, so it
             # need not subscribe to the first step's result channel (two commands fewer).

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 import uuid
 from datetime import datetime, timedelta
 
@@ -252,14 +253,20 @@ def test_a_batch_over_selected_ids_reports_why_each_failure_failed(app, client, 
     client.terminate(f"{uid}-live")
 
 
-def test_the_summary_counts_live_runs_by_status_and_recent_starts(store):
+def test_the_summary_counts_live_runs_by_status_recent_starts_and_refusals(store):
     for n in range(3):
         store.claim(f"sum-{n}", name="HelloSequence", run_id=f"run-{n}", input_json="null")
     store.end_run("sum-0", run_id="run-0", status=RuntimeStatus.COMPLETED, output_json="null")
-    summary = store.summary(0, sample=25)
-    assert summary == {"live": 2, "records": 3, "created_since": 3,
+    # One start refused by a live run, one kept out by the finished run's policy.
+    assert not store.claim("sum-1", name="HelloSequence", run_id="again", input_json="null").claimed
+    assert not store.claim("sum-0", name="HelloSequence", run_id="again", input_json="null",
+                           if_finished="reject").claimed
+    hour_ago = int((time.time() - 3600) * 1_000_000)
+    summary = store.summary(hour_ago, sample=25)
+    assert summary == {"live": 2, "records": 3, "created_since": 3, "refused_since": 2,
                        "live_by_status": {"Pending": 2}, "sampled": False}
-    assert store.summary(2**62, sample=1)["created_since"] == 0
+    later = store.summary(2**62, sample=1)
+    assert (later["created_since"], later["refused_since"]) == (0, 0)
 
 
 @pytest.mark.usefixtures("worker")

@@ -82,6 +82,19 @@ def test_a_terminated_run_is_counted_under_its_orchestrator(client, uid):
     assert count("singleton_runs_ended_total", **labels) == before + 1
 
 
+def test_a_run_replaced_by_terminate_existing_is_counted_as_terminated_under_its_orchestrator(
+    client, uid
+):
+    hello = {"orchestrator": "HelloSequence", "status": "Terminated"}
+    delay = {"orchestrator": "Delay", "status": "Terminated"}
+    before = count("singleton_runs_ended_total", **hello), count("singleton_runs_ended_total", **delay)
+    client.start_new("HelloSequence", uid)  # no worker here: the run stays live
+    client.start_new("Delay", uid, {"seconds": 0}, if_live="terminate_existing")
+    assert count("singleton_runs_ended_total", **hello) == before[0] + 1
+    client.terminate(uid)
+    assert count("singleton_runs_ended_total", **delay) == before[1] + 1
+
+
 START_WITH_DEAD_BROKER = """
 import json, sys
 from proj import app

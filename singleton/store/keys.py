@@ -51,9 +51,13 @@ so an instance's keys and the index entries a claim touches share a slot:
     <p>:{<s>}:parked:<instance_id> hash  deliveries parked by a suspend, by task id: the
                                          JSON of what resume publishes again (each
                                          group member in flight parks its own)
+    <p>:{<s>}:refused              hash  starts refused in the shard, per minute (minute
+                                         number -> count), kept two hours; claim.lua
+                                         derives it from the record's key (same slot)
 
 Every script receives all of its instance's keys, in the order of ``Keys``, so each
-script touches one slot in a cluster. Event names are hash fields, never part of a key.
+script touches one slot in a cluster (``refused`` is the one shard-wide key a script
+builds itself: it shares the record's hash tag). Event names are hash fields, never part of a key.
 """
 
 from __future__ import annotations

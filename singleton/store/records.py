@@ -39,6 +39,8 @@ from .verdicts import (
 PREVIOUS_RECORD_TTL_MS = 300_000
 # How many recent ticks of an instance keep their outcomes, against redeliveries.
 TICK_MEMORY = 64
+# Minutes of refusal counts the summary reads (claim.lua keeps two hours of them).
+REFUSAL_MINUTES = 60
 # The outbox entry that holds a run's first message (claim.lua).
 START_ENTRY = "start"
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
@@ -181,7 +183,8 @@ class Store:
             reply = [_text(v) for v in self._run("claim", instance_id, args)]
         outcome = ClaimVerdict(reply[0])
         if outcome is ClaimVerdict.CLAIMED:
-            return ClaimResult(outcome, RuntimeStatus.PENDING, run_id, int(reply[1]))
+            ended = reply[2] if len(reply) > 2 else ""
+            return ClaimResult(outcome, RuntimeStatus.PENDING, run_id, int(reply[1]), ended=ended)
         message = reply[3] if len(reply) > 3 else ""
         return ClaimResult(outcome, RuntimeStatus(reply[1]), reply[2], message=message)
 
@@ -439,23 +442,30 @@ class Store:
     # -- the dashboard's summary: bounded reads of every shard's two indexes ------
     @_unavailable
     def summary(self, since_us: int, sample: int) -> dict[str, Any]:
-        """Count live runs, indexed records and records created since `since_us`.
+        """Count live runs, indexed records, and records created and starts refused since `since_us`.
+
+        Refusals are counted per minute (claim.lua), so the oldest minute counts whole.
 
         Also reads the status of up to `sample` live runs per shard, so live runs can
         be told apart by status; ``sampled`` says whether that covered every live run.
         Two round trips of at most ``SHARDS * (3 + sample)`` commands, whatever the
         number of records.
         """
+        first_minute = int(since_us // 60_000_000)
+        minutes = [str(first_minute + n) for n in range(REFUSAL_MINUTES + 1)]
         pipe = self._redis.pipeline(transaction=False)
-        shards = zip(self._keyspace.per_shard("alive"), self._keyspace.per_shard("created"), strict=True)
-        for alive, created in shards:
+        shards = zip(self._keyspace.per_shard("alive"), self._keyspace.per_shard("created"),
+                     self._keyspace.per_shard("refused"), strict=True)
+        for alive, created, refused in shards:
             pipe.zcard(alive)
             pipe.zcard(created)
             pipe.zcount(created, since_us, "+inf")
             pipe.zrange(alive, 0, sample - 1)
+            pipe.hmget(refused, minutes)
         replies = pipe.execute()
-        live, records, recent = (sum(replies[n::4]) for n in range(3))
-        ids = [_text(m) for rows in replies[3::4] for m in rows]
+        live, records, recent = (sum(replies[n::5]) for n in range(3))
+        ids = [_text(m) for rows in replies[3::5] for m in rows]
+        refusals = sum(int(n) for counts in replies[4::5] for n in counts if n is not None)
         pipe = self._redis.pipeline(transaction=False)
         for instance_id in ids:
             pipe.hget(self.keys(instance_id).record, "status")
@@ -464,7 +474,7 @@ class Store:
             if status is not None:
                 by_status[_text(status)] = by_status.get(_text(status), 0) + 1
         return {"live": live, "records": records, "created_since": recent,
-                "live_by_status": by_status, "sampled": len(ids) < live}
+                "refused_since": refusals, "live_by_status": by_status, "sampled": len(ids) < live}
 
     # -- metrics: live runs by status, for a scrape ----------------------------------
     # Reads only the shards' alive indexes and the status field of a bounded random

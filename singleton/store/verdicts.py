@@ -89,6 +89,7 @@ class ClaimResult:
     run_id: str
     fence: int = 0
     message: str = ""  # (existing) the run's first message, still unpublished
+    ended: str = ""  # (claimed) the orchestrator of the live run terminate_existing ended
 
     @property
     def claimed(self) -> bool:

@@ -6,8 +6,10 @@
 --   the replaced record is kept for undo_claim), 11 terminated_output (JSON, the output
 --   of a live run that terminate_existing ends), 12 message (JSON: the run's first
 --   message, kept in the outbox until it is published; '' for none).
--- Returns {'claimed', fence} or {'refused'|'existing'|'rejected', status, run_id on record
---   [, the run's still unpublished first message, for 'existing']}.
+-- Returns {'claimed', fence, name of the live run terminate_existing ended ('' if none)}
+--   or {'refused'|'existing'|'rejected', status, run_id on record [, the run's still
+--   unpublished first message, for 'existing']}. A refusal also counts in the shard's
+--   `refused` hash (per minute, kept two hours) for the dashboard's summary.
 local name = ARGV[1]
 local run_id = ARGV[2]
 local input = ARGV[3]
@@ -28,16 +30,27 @@ local function existing(status, run)
   return {'existing', status, run, redis.call('HGET', k.out, 'start') or ''}
 end
 
-local cur = redis.call('HMGET', k.inst, 'status', 'run', 'fence', 'request')
+-- A start the ID's run keeps, counted per minute in the shard's `refused` hash (a
+-- shard-wide key beside the records: same hash tag, same slot).
+local function refused(verdict, status, run)
+  local counts = string.sub(k.records, 1, -3) .. 'refused'
+  redis.call('HINCRBY', counts, fmt(math.floor(now_us() / 60000000)), 1)
+  redis.call('PEXPIRE', counts, 7200000)
+  return {verdict, status, run}
+end
+
+local cur = redis.call('HMGET', k.inst, 'status', 'run', 'fence', 'request', 'name')
 local status = cur[1]
+local ended = ''
 if status then
   if request_id ~= '' and cur[4] == request_id then return existing(status, cur[2]) end
   if LIVE[status] then
     if if_live == 'use_existing' then return existing(status, cur[2]) end
-    if if_live ~= 'terminate_existing' then return {'refused', status, cur[2]} end
+    if if_live ~= 'terminate_existing' then return refused('refused', status, cur[2]) end
     finish('Terminated', terminated_output, retention_us)
+    ended = cur[5] or ''
   elseif if_finished == 'reject' or (if_finished == 'allow_failed_only' and status == 'Completed') then
-    return {'rejected', status, cur[2]}
+    return refused('rejected', status, cur[2])
   end
 end
 local now = now_us()
@@ -86,4 +99,4 @@ for _, gone in ipairs(due) do
     redis.call('ZREM', k.created, gone)
   end
 end
-return {'claimed', fmt(fence)}
+return {'claimed', fmt(fence), ended}
