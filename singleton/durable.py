@@ -100,32 +100,42 @@ def set_custom_status(value: Any) -> bool:
 
 # -- publishing what was parked -----------------------------------------------------
 def publish_release(app: Celery, instance_id: str, release: Release) -> None:
-    """Publish a parked delivery that a script handed back (event, timeout or resume).
+    """Publish what a script handed back (event, timeout or resume): the rest of a chain
+    whose wait ended, and every delivery a suspend parked.
 
     The script kept it in the instance's outbox (``release.entry``); it is cleared once
     the broker took it.
 
     Raises:
-        ServiceUnavailable: the broker refused it; it stays in the outbox and the
-            reconciler publishes it once the broker is back.
+        ServiceUnavailable: the broker refused one; the entry stays in the outbox and
+            the reconciler publishes all of it again once the broker is back (same task
+            ids: the gates recognise what did get through).
     """
-    park = loads(release.park)
-    value = loads(release.value) if release.value else None
-    try:
-        if park["kind"] == "suspend":
-            signature(park["sig"], app=app).apply_async()
-        else:
-            rest = list(park["chain"])
-            # What Celery's tracer does after a step returns: the next step gets the
-            # result as its first argument and carries the rest of the chain.
-            signature(rest.pop(), app=app).apply_async((value,), chain=rest or None)
-    except Exception as exc:
+    parks = [(release.park, release.value)] if release.park else []
+    parks += [(step, "") for step in release.steps]
+    failed: list[Exception] = []
+    for park_json, value_json in parks:
+        try:
+            _publish(app, loads(park_json), loads(value_json) if value_json else None)
+        except Exception as exc:
+            failed.append(exc)
+    if failed:
         raise ServiceUnavailable(
             f"Could not publish the run's next step; the reconciler sends it again once "
-            f"the broker is back: {exc}", instance_id=instance_id,
-        ) from exc
+            f"the broker is back: {failed[0]}", instance_id=instance_id,
+        ) from failed[0]
     if release.entry:
         runtime(app).store.sent(instance_id, entry=release.entry, message_json="")
+
+
+def _publish(app: Celery, park: dict[str, Any], value: Any) -> None:
+    if park["kind"] == "suspend":
+        signature(park["sig"], app=app).apply_async()
+        return
+    rest = list(park["chain"])
+    # What Celery's tracer does after a step returns: the next step gets the result
+    # as its first argument and carries the rest of the chain.
+    signature(rest.pop(), app=app).apply_async((value,), chain=rest or None)
 
 
 def start_timer(app: Celery, deadline: float, action: dict[str, Any]) -> None:

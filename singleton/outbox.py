@@ -63,4 +63,8 @@ def resend(app: Celery, instance_id: str, *, entry: str, message_json: str) -> N
         store.sent(instance_id, entry=entry, message_json=message_json)
         return
     held = loads(message_json)
-    publish_release(app, instance_id, Release(Verdict.RELEASE, "", held["park"], held["value"], entry))
+    # A resume's entry also holds every delivery its suspend parked ("steps"); Lua's
+    # JSON encoder writes an empty list as {}, so none is read as no steps.
+    steps = tuple(held.get("steps") or ())
+    publish_release(app, instance_id,
+                    Release(Verdict.RELEASE, "", held["park"], held["value"], entry, steps))

@@ -131,6 +131,10 @@ class SingletonTask(Task):
                 output_json=dumps(result), task_id=lease.task_id,
             ):
                 run_ended.send(sender=self, store=rt.store, **_ended(identity, RuntimeStatus.COMPLETED))
+            else:
+                # The run had ended already (terminated): drop this step's draining
+                # lease, or the ID's next run would wait until it runs out.
+                lease.release()
         else:
             lease.complete(dumps(result))
         return result
@@ -148,11 +152,13 @@ class SingletonTask(Task):
         # The run is suspended: keep this delivery (with the rest of its chain) in the
         # record instead of running it; resume publishes it again, same task id.
         sig = self.signature_from_request(self.request, args, kwargs)
-        park = dumps({"kind": "suspend", "run": identity.run_id, "sig": dict(sig)})
+        park = dumps({"kind": "suspend", "run": identity.run_id, "task": self.request.id,
+                      "sig": dict(sig)})
         gate = rt.store.park(
             identity.instance_id, run_id=identity.run_id, task_id=self.request.id, park_json=park
         )
         if gate.outcome is StepVerdict.RESUMED:
+            # No longer suspended, or the step is done, waiting or held: the gate decides.
             return self._run_step(identity, args, kwargs)
         logger.info("Parked %s[%s]: instance %r is suspended.", self.name, self.request.id,
                     identity.instance_id)

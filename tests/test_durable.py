@@ -27,7 +27,10 @@ def record_of(app, instance_id: str) -> dict:
 
 
 def parked(app, instance_id: str) -> bool:
-    return bool(record_of(app, instance_id).get("park"))
+    """A wait's chain, or a delivery stopped by a suspend, is parked in the instance's keys."""
+    store = runtime(app).store
+    return bool(record_of(app, instance_id).get("park")) or bool(
+        app.backend.client.hlen(store.keys(instance_id).parked))
 
 
 def got(redis_client, key: str) -> list:

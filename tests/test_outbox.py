@@ -91,3 +91,25 @@ def test_a_first_step_that_arrives_while_its_run_is_suspended_clears_the_first_m
     gate = store.begin_step(uid, run_id=run, task_id="step-1", token="tok", lease_s=30, name="t")
     assert gate.outcome is StepVerdict.SUSPENDED
     assert outbox(store, redis_client, uid) == {}
+
+
+def test_a_resume_keeps_every_parked_delivery_in_one_entry_until_all_are_published(store, uid):
+    run = uuid.uuid4().hex
+    store.claim(uid, name="Probe", run_id=run, input_json="null")
+    store.suspend(uid)
+    parks = {}
+    for member in ("m1", "m2", "m3"):
+        parks[member] = json.dumps({"kind": "suspend", "run": run, "task": member, "sig": {}})
+        store.begin_step(uid, run_id=run, task_id=member, token=member, lease_s=30, name="t")
+        assert store.park(uid, run_id=run, task_id=member, park_json=parks[member]).outcome == "parked"
+    release = store.resume(uid)
+    assert release.outcome is Verdict.RELEASE and release.entry.startswith(f"rel:{run}:")
+    assert (release.park, sorted(release.steps)) == ("", sorted(parks.values()))
+
+    # Its publisher never confirmed it: the reconciler gets all of them back, in one entry.
+    due = wait_until(lambda: store.outbox_due(100), 10, "the grace to pass")
+    [(entry, held)] = due[uid]
+    assert entry == release.entry
+    assert sorted(json.loads(held)["steps"]) == sorted(parks.values())
+    assert store.sent(uid, entry=entry, message_json="")
+    assert store.resume(uid).outcome is Verdict.CONFLICT  # handed back once, and Running

@@ -88,6 +88,24 @@ def test_a_step_whose_lease_ran_out_is_handed_back_to_be_sent_again_not_lost(sto
     assert gate.outcome is StepVerdict.RUN and gate.fence == run.fence
 
 
+def test_a_step_sent_again_into_a_suspend_parks_and_is_not_sent_again(store: Store) -> None:
+    run = claim(store, "paused-dead", lease_s=30)
+    ids = {"run_id": run.run_id, "task_id": "t1"}
+    store.begin_step("paused-dead", token="tok", lease_s=0.2, name="step", message_json='{"n": 1}', **ids)
+    past(0.3)  # its worker died
+    store.suspend("paused-dead")
+    sent: list[str] = []
+    assert reconcile(store, send=sent.append, resend_s=0.2) == {"resent": 1}
+    # The re-sent delivery finds the run suspended and parks (its marker goes with it).
+    gate = store.begin_step("paused-dead", token="tok2", lease_s=30, name="step", **ids)
+    assert gate.outcome is StepVerdict.SUSPENDED
+    park = '{"kind": "suspend", "task": "t1"}'
+    assert store.park("paused-dead", park_json=park, **ids).outcome is StepVerdict.PARKED
+    past(0.3)  # the re-send's own wait runs out: a parked step is not sent once more
+    assert reconcile(store, send=sent.append, resend_s=0.2) == {"parked": 1}
+    assert sent == ['{"n": 1}'] and store.resume("paused-dead").steps == (park,)
+
+
 def test_a_step_that_succeeded_but_never_started_its_successor_is_sent_once_then_the_run_is_lost(
     store: Store,
 ) -> None:

@@ -133,7 +133,73 @@ def test_a_step_of_a_suspended_run_is_told_to_park(store: Store) -> None:
     park = json.dumps({"kind": "suspend", "run": run, "sig": {}})
     assert store.park("a", run_id=run, task_id="t1", park_json=park).outcome == "parked"
     release = store.resume("a")
-    assert release.outcome == "release" and json.loads(release.park)["kind"] == "suspend"
+    assert release.outcome == "release" and [json.loads(s)["kind"] for s in release.steps] == ["suspend"]
+    assert store.read("a")["status"] == "Running"
+
+
+def suspend_park(store: Store, instance_id: str, task_id: str):
+    run = run_of(store, instance_id)
+    park = json.dumps({"kind": "suspend", "run": run, "task": task_id, "sig": {}})
+    return store.park(instance_id, run_id=run, task_id=task_id, park_json=park)
+
+
+def test_every_member_of_a_group_parks_under_its_own_task_id_and_resume_hands_back_all(
+    store: Store,
+) -> None:
+    claim(store, "a")
+    store.suspend("a")
+    for member in ("m1", "m2", "m3"):
+        assert begin(store, "a", member).outcome == "suspended"
+        assert suspend_park(store, "a", member).outcome == "parked"
+    assert suspend_park(store, "a", "m2").outcome == "parked"  # a redelivery parks once
+    release = store.resume("a")
+    assert sorted(json.loads(s)["task"] for s in release.steps) == ["m1", "m2", "m3"]
+    store.suspend("a")
+    assert store.resume("a").steps == ()  # handed back once
+
+
+def test_a_redelivery_during_a_suspend_finds_the_step_running_or_done(store: Store) -> None:
+    claim(store, "a")
+    run = run_of(store, "a")
+    for task in ("running", "finished"):
+        gate = store.begin_step("a", run_id=run, task_id=task, token=task, lease_s=30, name="step")
+        assert gate.outcome == "run"
+    assert store.complete_step("a", run_id=run, task_id="finished", token="finished", result_json='"r"')
+    store.suspend("a")
+    assert begin(store, "a", "running").outcome == "busy"
+    assert (begin(store, "a", "finished").outcome, begin(store, "a", "finished").detail) == ("done", '"r"')
+    assert begin(store, "a", "next").outcome == "suspended"
+    # Parking the next step keeps the running step's marker: its lease still holds.
+    assert suspend_park(store, "a", "next").outcome == "parked"
+    assert store.resume("a").steps != ()
+    assert begin(store, "a", "running").outcome == "busy"
+    assert store.complete_step("a", run_id=run, task_id="running", token="running", result_json="1")
+
+
+def test_a_suspend_accepted_while_continuing_as_new_holds_for_the_new_run(store: Store) -> None:
+    first = claim(store, "a")
+    begin(store, "a", "can")
+    store.suspend("a")
+    store.continue_as_new("a", run_id=first.run_id, new_run_id="run-2", input_json="null", task_id="can")
+    assert begin(store, "a", "first-of-run-2").outcome == "suspended"  # published before confirmed
+    assert suspend_park(store, "a", "first-of-run-2").outcome == "parked"
+    assert store.continued("a", run_id="run-2")
+    assert store.read("a")["status"] == "Suspended"
+    release = store.resume("a")
+    assert [json.loads(s)["task"] for s in release.steps] == ["first-of-run-2"]
+    assert store.read("a")["status"] == "Running"
+
+
+def test_a_suspend_between_continue_and_its_confirmation_holds_and_resume_cancels_it(
+    store: Store,
+) -> None:
+    first = claim(store, "a")
+    begin(store, "a", "can")
+    store.continue_as_new("a", run_id=first.run_id, new_run_id="run-2", input_json="null", task_id="can")
+    assert store.suspend("a") == ("ok", "ContinuedAsNew")
+    assert store.suspend("a").outcome == "conflict"
+    assert store.resume("a").outcome == "ok"
+    assert store.continued("a", run_id="run-2")
     assert store.read("a")["status"] == "Running"
 
 

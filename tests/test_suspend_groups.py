@@ -3,14 +3,31 @@ none runs twice, and a suspend that was accepted holds."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
+from proj.redis_server import free_port
 from singleton import InstanceIsTerminal, InvalidTransition, RuntimeStatus, WaitTimeout
+from singleton.outbox import relay
 from singleton.runtime import runtime
 from tests.durability import module_worker
 from tests.holds import arm, release_point
 from tests.probe import events, release
-from tests.workers import wait_until
+from tests.workers import REPO, wait_until
+
+RESUME = """
+import sys
+from proj import app
+from singleton import OrchestrationClient, ServiceUnavailable
+try:
+    OrchestrationClient(app).resume(sys.argv[1])
+    print("resumed", flush=True)
+except ServiceUnavailable as exc:
+    print("unavailable", exc, flush=True)
+"""
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +50,6 @@ def settles(predicate, seconds: float) -> bool:
 
 
 @pytest.mark.usefixtures("holds_worker")
-@pytest.mark.xfail(strict=True, reason="a record has one park slot: each group member parked "
-                   "while Suspended overwrites the last, and resume publishes only one")
 def test_every_member_of_a_group_parked_by_a_suspend_runs_after_resume(app, client, uid, redis_client):
     client.start_new("HeldThenGroup", uid, {"key": uid, "members": 3})
     wait_until(lambda: named(redis_client, uid, "start"), 20, "the held step to start")
@@ -55,8 +70,29 @@ def test_every_member_of_a_group_parked_by_a_suspend_runs_after_resume(app, clie
     assert len(named(redis_client, uid, "end")) == 4
 
 
-@pytest.mark.xfail(strict=True, reason="the gate checks Suspended before the step's busy marker "
-                   "and parking drops the marker: a redelivery parks, and resume runs it again")
+@pytest.mark.usefixtures("holds_worker")
+def test_a_resume_whose_publish_failed_has_every_parked_member_sent_by_the_reconciler(
+    app, client, uid, redis_client
+):
+    client.start_new("HeldThenGroup", uid, {"key": uid, "members": 3})
+    wait_until(lambda: named(redis_client, uid, "start"), 20, "the held step to start")
+    client.suspend(uid)
+    release(redis_client, uid)
+    store = runtime(app).store
+    parked = store.keys(uid).parked
+    wait_until(lambda: redis_client.hlen(parked) == 3, 20, "the three members to park")
+    # The resume is applied, but its caller's broker is gone: the members stay in the outbox.
+    env = {**os.environ, "CELERY_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    resumed = subprocess.run([sys.executable, "-c", RESUME, uid], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=120, check=True).stdout
+    assert resumed.startswith("unavailable"), resumed
+    assert client.get_status(uid).runtime_status is RuntimeStatus.RUNNING
+    wait_until(lambda: relay(app) or named(redis_client, uid, "start")[1:], 30, "the reconciler's re-send")
+    done = client.wait_for_completion(uid, timeout=20)
+    assert done.runtime_status is RuntimeStatus.COMPLETED
+    assert len(named(redis_client, uid, "start")) == 4 and len(named(redis_client, uid, "end")) == 4
+
+
 def test_a_step_redelivered_during_a_suspend_does_not_run_again_beside_the_first_delivery(
     client, uid, redis_client, holds_worker
 ):
@@ -82,8 +118,6 @@ def test_a_step_redelivered_during_a_suspend_does_not_run_again_beside_the_first
 
 
 @pytest.mark.usefixtures("holds_worker")
-@pytest.mark.xfail(strict=True, reason="the continue-as-new script overwrites Suspended: a "
-                   "suspend accepted while the continue step runs is silently dropped")
 def test_a_suspend_accepted_while_the_continue_step_runs_holds_the_next_run(client, uid, redis_client):
     arm(redis_client, uid, "continue")
     client.start_new("ContinueOnce", uid, {"key": uid, "again": True})

@@ -9,9 +9,10 @@ Protocol. A claim refuses when the record's status is live (unless a start polic
 says otherwise, decided inside the same script); otherwise it replaces the record
 with a Pending run (new run id, fence = max(old + 1, now in µs), so the fence only
 grows, purges included). Every later write first compares the caller's run id with
-the record's and checks the status is live: that comparison is the fence. A parked
-run (suspended, or waiting for an event) keeps the signature to publish in ``park``;
-the script that unparks it hands it to exactly one caller. Terminal records get a
+the record's and checks the status is live: that comparison is the fence. A run
+waiting for an event keeps the rest of its chain in ``park``; a suspended run keeps
+each delivery it stopped in ``parked``, by task id. The script that unparks them hands
+them to exactly one caller. Terminal records get a
 TTL (the retention) and an entry in ``expiring``; each claim sweeps a few due
 entries out of the listing index.
 

@@ -9,7 +9,9 @@ so an instance's keys and the index entries a claim touches share a slot:
                                          request (idempotency key), continuedby, lease,
                                          timeout and deadline (µs), and
                                          while parked: park, parkvalue, waiting,
-                                         waittask, waitfinal, waitdefault
+                                         waittask, waitfinal, waitdefault, and
+                                         suspendnext ('1': a suspend accepted while
+                                         continuing as new, for the new run)
     <p>:{<s>}:steps:<instance_id>  hash  step markers of the live run, by task id:
                                          "run:<token>:<lease-until-µs>" while a delivery
                                          runs the step, "done:<json result>" after it,
@@ -46,6 +48,9 @@ so an instance's keys and the index entries a claim touches share a slot:
     <p>:{<s>}:outbox               zset  instances with outbox entries -> when the
                                          reconciler may re-send them (µs)
     <p>:{<s>}:prevh:<instance_id>  list  the history of the record kept in ``prev``
+    <p>:{<s>}:parked:<instance_id> hash  deliveries parked by a suspend, by task id: the
+                                         JSON of what resume publishes again (each
+                                         group member in flight parks its own)
     <p>:{<s>}:refused              hash  starts refused in the shard, per minute (minute
                                          number -> count), kept two hours; claim.lua
                                          derives it from the record's key (same slot)
@@ -80,6 +85,7 @@ class Keys(NamedTuple):
     out: str
     outbox: str
     prevh: str
+    parked: str
 
 
 class KeySpace:
@@ -113,6 +119,7 @@ class KeySpace:
             out=f"{tag}:out:{instance_id}",
             outbox=f"{tag}:outbox",
             prevh=f"{tag}:prevh:{instance_id}",
+            parked=f"{tag}:parked:{instance_id}",
         )
 
     def per_shard(self, name: str) -> list[str]:

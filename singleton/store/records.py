@@ -82,7 +82,8 @@ def _found(reply: list[Any]) -> Found:
 
 def _release(reply: list[Any]) -> Release:
     outcome, *rest = (_text(v) for v in reply)
-    return Release(Verdict(outcome), *rest)
+    status, park, value, entry, *steps = rest + [""] * (4 - len(rest))
+    return Release(Verdict(outcome), status, park, value, entry, tuple(steps))
 
 
 def _gate(reply: list[Any]) -> StepGate:
@@ -258,10 +259,11 @@ class Store:
     ) -> StepGate:
         """Park a delivery: for a suspended run (no event), or to wait for `event`.
 
-        Returns PARKED, STALE, RESUMED (no longer suspended: run the step) or EVENT
-        with a buffered event's JSON (the wait is over at once). A wait whose timeout
-        fired before it parked ends here: EVENT with its default, or STALE when the
-        timeout failed the run.
+        Each suspended delivery parks under its own `task_id`. Returns PARKED, STALE,
+        RESUMED (ask the gate again: no longer suspended, or the step is done, waiting or
+        held) or EVENT with a buffered event's JSON (the wait is over at once). A wait
+        whose timeout fired before it parked ends here: EVENT with its default, or STALE
+        when the timeout failed the run.
         """
         kind = "event" if event else "suspend"
         args = [run_id, task_id, kind, park_json, event, default_json, "1" if final else "",
@@ -331,7 +333,10 @@ class Store:
 
     @_unavailable
     def resume(self, instance_id: str) -> Release:
-        """Resume a suspended run; a parked delivery comes back to be published."""
+        """Resume a suspended run; every parked delivery comes back to be published.
+
+        They come back in one outbox entry (``entry``), held until all are published.
+        """
         return _release(self._run("resume", instance_id, []))
 
     @_unavailable

@@ -32,7 +32,7 @@ class StepVerdict(enum.StrEnum):
     PARKED = "parked"  # the step is parked (a wait, or a suspended run's delivery)
     SUSPENDED = "suspended"  # the run is suspended: park this delivery
     CONTINUED = "continued"  # this step continued the run as new; detail is the new run
-    RESUMED = "resumed"  # (park) no longer suspended: run the step
+    RESUMED = "resumed"  # (park) not parked: no longer suspended, or the step is done or held
     EVENT = "event"  # (park) a buffered event ends the wait at once; detail is its JSON
 
 
@@ -129,6 +129,8 @@ class Release:
     """What an event, timeout or resume did: ``outcome`` and, to publish, park and value.
 
     ``entry`` names the outbox entry that holds the release until its publish is confirmed.
+    ``steps`` are the deliveries a suspend parked (one JSON each), which resume hands
+    back with the rest of a chain whose wait ended meanwhile (``park``, if any).
     """
 
     outcome: Verdict
@@ -136,3 +138,4 @@ class Release:
     park: str = ""
     value: str = ""
     entry: str = ""
+    steps: tuple[str, ...] = ()

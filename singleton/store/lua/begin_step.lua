@@ -17,7 +17,7 @@ local task_name = ARGV[6]
 local message = ARGV[7]
 local parent = ARGV[8]
 
-local cur = redis.call('HMGET', k.inst, 'run', 'status', 'continuedby', 'fence')
+local cur = redis.call('HMGET', k.inst, 'run', 'status', 'continuedby', 'fence', 'suspendnext')
 if cur[1] ~= run_id or not LIVE[cur[2]] then
   -- The continue-as-new step that made the current run, redelivered before it
   -- confirmed the new run's publish: it may publish again.
@@ -26,14 +26,9 @@ if cur[1] ~= run_id or not LIVE[cur[2]] then
 end
 -- A step of the run is here, so its first message was published.
 outbox_drop('start')
-if cur[2] == 'Suspended' then return {'suspended', cur[2]} end
 local now = now_us()
-local wait = draining(now)
--- A step of an ended run still executes: look again in a second (or when its lease ends).
-if wait > 0 then
-  alive()
-  return {'busy', fmt(math.min(wait, 1000000))}
-end
+-- The step's own marker first: a redelivery of a step that is done, waiting or still
+-- running is recognised whatever the run's status, a suspend included.
 local step = redis.call('HGET', k.steps, task_id)
 if step then
   if string.sub(step, 1, 5) == 'done:' then
@@ -47,6 +42,14 @@ if step then
     alive()
     return {'busy', fmt(lease_until - now)}
   end
+end
+-- Suspended, or continued as new under a suspend that holds for the new run.
+if cur[2] == 'Suspended' or cur[5] then return {'suspended', cur[2]} end
+local wait = draining(now)
+-- A step of an ended run still executes: look again in a second (or when its lease ends).
+if wait > 0 then
+  alive()
+  return {'busy', fmt(math.min(wait, 1000000))}
 end
 redis.call('HSET', k.steps, task_id, 'run:' .. token .. ':' .. fmt(now + lease_us),
   't:' .. task_id, fmt(now) .. '|' .. task_name)

@@ -1,6 +1,6 @@
 -- claim: take the ID for a new Pending run, as the start policies allow.
 -- KEYS: the instance's keys (prelude.lua); uses inst, steps, created, expiring, prev,
---   hist, events, alive, out, outbox, prevh.
+--   hist, events, alive, out, outbox, prevh, parked.
 -- ARGV: 1 name, 2 run_id, 3 input (JSON), 4 if_live, 5 if_finished, 6 request_id ('' for
 --   none), 7 retention_us, 8 lease_us, 9 timeout_us (0: none), 10 prev_ttl_ms (how long
 --   the replaced record is kept for undo_claim), 11 terminated_output (JSON, the output
@@ -63,9 +63,9 @@ if status then
     redis.call('RENAME', k.hist, k.prevh)
     redis.call('PEXPIRE', k.prevh, prev_ttl_ms)
   end
-  redis.call('DEL', k.inst, k.steps, k.events)
+  redis.call('DEL', k.inst, k.steps, k.events, k.parked)
 else
-  redis.call('DEL', k.prev, k.prevh, k.steps, k.hist, k.events)
+  redis.call('DEL', k.prev, k.prevh, k.steps, k.hist, k.events, k.parked)
 end
 -- A record that expired left its expiry entry behind: it must not sweep this run away.
 redis.call('ZREM', k.expiring, k.id)

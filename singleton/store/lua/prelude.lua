@@ -2,11 +2,12 @@
 --
 -- KEYS: the instance's keys, always all of them and in this order (keys.py, Keys):
 --   1 record, 2 steps, 3 created, 4 expiring, 5 prev, 6 history, 7 events, 8 alive,
---   9 drain, 10 ticks, 11 buffer, 12 out, 13 outbox, 14 prevh.
+--   9 drain, 10 ticks, 11 buffer, 12 out, 13 outbox, 14 prevh, 15 parked.
 -- Scripts reach them through `k` and never index KEYS themselves.
 local k = {inst = KEYS[1], steps = KEYS[2], created = KEYS[3], expiring = KEYS[4],
   prev = KEYS[5], hist = KEYS[6], events = KEYS[7], alive = KEYS[8], drain = KEYS[9],
-  ticks = KEYS[10], buffer = KEYS[11], out = KEYS[12], outbox = KEYS[13], prevh = KEYS[14]}
+  ticks = KEYS[10], buffer = KEYS[11], out = KEYS[12], outbox = KEYS[13], prevh = KEYS[14],
+  parked = KEYS[15]}
 -- The instance ID is what follows the shard's "}:i:" in the record's key; the key of
 -- another record of the shard (same hash tag, so the same slot) is k.records .. its ID.
 k.records = string.sub(KEYS[1], 1, string.find(KEYS[1], '}:i:', 1, true) + 3)
@@ -14,7 +15,8 @@ k.id = string.sub(KEYS[1], #k.records + 1)
 
 -- The live statuses (singleton.status.LIVE_STATUSES; a test keeps the two equal).
 local LIVE = {Pending = true, Running = true, Suspended = true, ContinuedAsNew = true}
-local PARK_FIELDS = {'park', 'parkvalue', 'waiting', 'waittask', 'waitfinal', 'waitdefault'}
+local PARK_FIELDS = {'park', 'parkvalue', 'waiting', 'waittask', 'waitfinal', 'waitdefault',
+  'suspendnext'}
 
 local function now_us()
   local t = redis.call('TIME')
@@ -116,7 +118,7 @@ local function finish(status, output, retention_us, except_task)
   redis.call('PEXPIRE', k.inst, math.floor(retention_us / 1000))
   redis.call('PEXPIRE', k.hist, math.floor(retention_us / 1000))
   redis.call('ZADD', k.expiring, fmt(now + retention_us), k.id)
-  redis.call('DEL', k.steps, k.events)
+  redis.call('DEL', k.steps, k.events, k.parked)
   outbox_clear()
 end
 -- Event buffers: one JSON array of raw JSON payloads per event name, oldest first;
@@ -138,12 +140,18 @@ local function push_event(name, data)
   redis.call('HINCRBY', k.inst, 'buffered', 1)
   redis.call('HSET', k.events, name, cjson.encode(queue))
 end
--- A parked delivery handed back to be published, through the outbox: the reply names
--- its entry, which the publisher clears once the broker took it.
-local function release(run, status, park, value)
+-- Parked deliveries handed back to be published, through the outbox: the rest of a
+-- chain (`park`, with its `value`; '' for none) and a suspend's parked `steps` (JSON
+-- each), all in one entry; the reply names it, and the publisher clears it once the
+-- broker took every one of them.
+local function release(run, status, park, value, steps)
   local field = 'rel:' .. run .. ':' .. fmt(now_us())
-  outbox_put(field, cjson.encode({park = park, value = value}))
-  return {'release', status, park, value, field}
+  local held = {park = park, value = value}
+  if steps and #steps > 0 then held.steps = steps end
+  outbox_put(field, cjson.encode(held))
+  local reply = {'release', status, park, value, field}
+  for _, step in ipairs(steps or {}) do table.insert(reply, step) end
+  return reply
 end
 -- Hand a waiting run its event (or its timeout default): the wait step is done with
 -- `value`; the caller publishes the parked rest of the chain, unless the wait was the

@@ -1,7 +1,7 @@
 -- purge: delete a terminal record with its history, its index entries and its beat
 -- tick counts; by filter, only while the record still matches the filter.
 -- KEYS: the instance's keys (prelude.lua); uses inst, steps, created, expiring, hist,
---   events, alive, ticks, out, outbox.
+--   events, alive, ticks, out, outbox, parked.
 -- ARGV: 1 created_from (µs, '' for none), 2 created_to (µs, '' for none),
 --   3 statuses (space-separated, '' for any): the filter the record was listed by.
 -- Returns {verdict, status found}: ok, missing, live or conflict (the record no longer
@@ -19,7 +19,7 @@ if status then
   local late = created_to and (not created or created > created_to)
   if not wanted or early or late then return {'conflict', status} end
 end
-redis.call('DEL', k.inst, k.steps, k.hist, k.events, k.ticks)
+redis.call('DEL', k.inst, k.steps, k.hist, k.events, k.ticks, k.parked)
 redis.call('ZREM', k.alive, k.id)
 redis.call('ZREM', k.created, k.id)
 redis.call('ZREM', k.expiring, k.id)
