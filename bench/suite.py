@@ -1,7 +1,7 @@
 """``make bench``: this project side by side with plain Celery, celery-singleton and celery-once.
 
 Starts a private Redis server (free port; a local server is never touched), runs
-the six sections in turn, prints each target as met / not met, profiles what is
+the six sections in turn, prints each target as met, not met or noisy, profiles what is
 missed, and writes BENCHMARKS.md and benchmarks.png (``--quick``: tiny sizes,
 written under var/bench/ unless --out is given).
 
@@ -34,11 +34,13 @@ FULL = {
     "http_seconds": 6.0, "http_workers": 4, "http_processes": 2, "http_threads": 4,
     "runs": 500, "concurrency": 2, "e2e_timeout": 300.0,
     "sizes": (1_000, 10_000, 100_000), "scale_calls": 300, "fill_processes": 2, "profile_calls": 500,
+    "pairs": 31, "pair_calls": 100,
 }
 QUICK = {
     **FULL, "start_calls": 100, "count_calls": 20, "http_seconds": 1.0, "http_workers": 2,
     "http_processes": 1, "http_threads": 2, "runs": 30, "e2e_timeout": 60.0,
     "sizes": (100, 1_000, 3_000), "scale_calls": 30, "profile_calls": 50,
+    "pairs": 15, "pair_calls": 20,
 }
 
 HEADER = """
@@ -146,7 +148,7 @@ def run_sections(sections: list[str], cfg: dict[str, Any], url: str, workdir: Pa
     from bench.peer_app import create_peer_app
     from bench.profile import profile_calls
     from bench.report import targets
-    from bench.tools import OURS, build_tools
+    from bench.tools import OURS, PLAIN, build_tools
     from proj import app
 
     admin = redis.Redis.from_url(url)
@@ -162,6 +164,11 @@ def run_sections(sections: list[str], cfg: dict[str, Any], url: str, workdir: Pa
         results["start"] = start_cost.run(
             list(tools.values()), admin, calls=cfg["start_calls"], repetitions=reps,
             count_calls=cfg["count_calls"], log=log)
+        results["start_pairs"] = start_cost.paired(
+            tools[OURS], tools[PLAIN], pairs=cfg["pairs"], calls=cfg["pair_calls"])
+        log(f"start_new / plain chain over {cfg['pairs']} interleaved pairs: throughput "
+            f"{results['start_pairs']['throughput'].text()}, CPU per start "
+            f"{results['start_pairs']['cpu'].text()}")
         if missed("start_new >="):
             ours = tools[OURS]
             results["profiles"]["start_new (client side, pyinstrument)"] = profile_calls(
