@@ -73,10 +73,11 @@ def test_a_three_step_run_on_a_live_worker_costs_fewer_commands_than_a_plain_cha
         counts[label] = {name: n / RUNS for name, n in sent.items() if name not in CONNECTION_SETUP}
     totals = {label: sum(c.values()) for label, c in counts.items()}
     print(f"commands per 3-step run: {counts}; totals {totals}")
-    # Exact: the scripts a run costs (the claim, a gate and an end per step).
+    # The scripts a run costs (the claim, a gate and an end per step).
     # What the layer itself sends does not depend on timing; the worker's idle polls
     # (BRPOP every second) and the caller's status polls do, so the totals are bounds.
-    assert counts["start_new"].get("evalsha") == SCRIPTS_PER_RUN
+    # The worker's periodic passes (a script or two per period) may fall in the window.
+    assert SCRIPTS_PER_RUN <= counts["start_new"]["evalsha"] <= SCRIPTS_PER_RUN + 2 / RUNS
     assert totals["start_new"] <= COMMANDS_PER_RUN_AT_MOST
     assert totals["start_new"] < totals["plain"]
 
