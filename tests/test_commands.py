@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -12,12 +13,14 @@ from typing import Any
 import pytest
 
 from devtools.redis_commands import sent_during
+from singleton.store.scripts import NAMES, source
 from tests.workers import REPO
 
 # Sent once per new connection (a pool that grows), not per call.
 CONNECTION_SETUP = {"hello", "client", "auth", "select", "ping"}
 RUNS = 10
-SCRIPTS_PER_RUN = 7.0
+SCRIPT_NAMES = {hashlib.sha1(source(name).encode()).hexdigest(): name for name in NAMES}
+PER_RUN_SCRIPTS = {f"evalsha {name}" for name in NAMES if name not in ("reap", "relay", "tick")}
 # Measured 61.5 (plain chain 71), of which about 3 are the worker's idle BRPOPs and a
 # few the caller's status polls: a bound a little above, to catch a new round trip.
 COMMANDS_PER_RUN_AT_MOST = 64
@@ -45,6 +48,14 @@ def test_start_sends_the_claim_and_the_message_and_nothing_else():
     assert counts["start_new"]["sent_total"] < counts["plain"]["sent_total"]
 
 
+def _script_name(command: str) -> str:
+    # "evalsha <sha1>" -> "evalsha <the script's name>"
+    if not command.startswith("evalsha "):
+        return command
+    name = SCRIPT_NAMES.get(command.removeprefix("evalsha "))
+    return command if name is None else f"evalsha {name}"
+
+
 def _three_step_runs(runs: int, start: Callable[[], Any]) -> None:
     for _ in range(runs):
         start()
@@ -69,15 +80,19 @@ def test_a_three_step_run_on_a_live_worker_costs_fewer_commands_than_a_plain_cha
     ours(), plain()  # warm up: connections, scripts loaded in the worker's children
     counts = {}
     for label, fn in (("start_new", ours), ("plain", plain)):
-        sent = sent_during(redis_client, lambda fn=fn: _three_step_runs(RUNS, fn))
-        counts[label] = {name: n / RUNS for name, n in sent.items() if name not in CONNECTION_SETUP}
+        sent = sent_during(redis_client, lambda fn=fn: _three_step_runs(RUNS, fn), by_script=True)
+        counts[label] = {_script_name(name): n / RUNS for name, n in sent.items()
+                         if name not in CONNECTION_SETUP}
     totals = {label: sum(c.values()) for label, c in counts.items()}
     print(f"commands per 3-step run: {counts}; totals {totals}")
-    # The scripts a run costs (the claim, a gate and an end per step).
+    # Exact: the scripts a run costs: the claim, a gate per step, a mark for each step
+    # that hands on and the run's end for the last (the worker's periodic passes are
+    # other scripts and may fall in the window).
     # What the layer itself sends does not depend on timing; the worker's idle polls
-    # (BRPOP every second) and the caller's status polls do, so the totals are bounds.
-    # The worker's periodic passes (a script or two per period) may fall in the window.
-    assert SCRIPTS_PER_RUN <= counts["start_new"]["evalsha"] <= SCRIPTS_PER_RUN + 2 / RUNS
+    # (BRPOP every second) and the caller's status polls do, so the total is a bound.
+    assert {name: n for name, n in counts["start_new"].items() if name in PER_RUN_SCRIPTS} == {
+        "evalsha claim": 1.0, "evalsha begin_step": 3.0, "evalsha step_mark": 2.0, "evalsha end_run": 1.0,
+    }
     assert totals["start_new"] <= COMMANDS_PER_RUN_AT_MOST
     assert totals["start_new"] < totals["plain"]
 
