@@ -186,6 +186,11 @@ def run_canvas(
         # What Signature.stamp() writes for plain headers, without its visitor walk.
         stamped = [*step.options.get("stamped_headers", ()), *stamps]
         step.options.update(stamps, stamped_headers=list(dict.fromkeys(stamped)))
+    for step in steps[1:]:
+        # The run's record keeps what status queries need, and the first step is published
+        # without a result already: a later step skips Celery's result write (SETEX and
+        # PUBLISH) too, unless the orchestrator asked for it on that step.
+        step.options.setdefault("ignore_result", True)
     return canvas, identity
 
 
