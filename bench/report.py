@@ -334,9 +334,11 @@ def analysis(results: dict[str, Any]) -> list[str]:
             "Start throughput: start_new sends one command more than the same publish without a result "
             "subscription and one fewer than a plain chain, so the gap is not round trips." + split +
             f" The run's message is {ours['commands']['message_bytes']} B against "
-            f"{plain['commands']['message_bytes']} B for the plain chain: every task of the chain carries "
-            "the run's stamps, and Celery copies and serialises them per task. Making the published "
-            "canvas lighter is core work (singleton/runs.py, client.py), not the benchmark's.")
+            f"{plain['commands']['message_bytes']} B for the plain chain: every task of the chain still "
+            "carries the run's one compact stamp (and the later steps ignore_result), inside the "
+            "base64 body; the first task's kwargsrepr labels the run for Flower. Kombu's Redis "
+            "transport also builds a new redis client per publish (redis/client.py __init__ and "
+            "__setitem__ in the self times above).")
     scale = results.get("scale")
     if scale and any(t.text.startswith(("a list page", "(section 5")) for t in missed):
         import singleton.client
