@@ -338,7 +338,7 @@ def analysis(results: dict[str, Any]) -> list[str]:
             "carries the run's one compact stamp (and the later steps ignore_result), inside the "
             "base64 body; the first task's kwargsrepr labels the run for Flower. Kombu's Redis "
             "transport also builds a new redis client per publish (redis/client.py __init__ and "
-            "__setitem__ in the self times above).")
+            "__setitem__ in the profile's self times below).")
     scale = results.get("scale")
     if scale and any(t.text.startswith(("a list page", "(section 5")) for t in missed):
         import singleton.client
