@@ -31,13 +31,13 @@ SCALE_FIRST_DB = 2
 
 FULL = {
     "repetitions": 3, "start_calls": 1000, "count_calls": 200, "threads": 100,
-    "http_seconds": 6.0, "http_workers": 4, "http_processes": 2, "http_threads": 4,
+    "http_seconds": 2.0, "http_workers": 4, "http_processes": 2, "http_threads": 4,
     "runs": 500, "concurrency": 2, "e2e_timeout": 300.0,
     "sizes": (1_000, 10_000, 100_000), "scale_calls": 300, "fill_processes": 2, "profile_calls": 500,
-    "pairs": 31, "pair_calls": 100,
+    "pairs": 31, "pair_calls": 100, "http_rounds": 15,
 }
 QUICK = {
-    **FULL, "start_calls": 100, "count_calls": 20, "http_seconds": 1.0, "http_workers": 2,
+    **FULL, "start_calls": 100, "count_calls": 20, "http_seconds": 0.5, "http_workers": 2,
     "http_processes": 1, "http_threads": 2, "runs": 30, "e2e_timeout": 60.0,
     "sizes": (100, 1_000, 3_000), "scale_calls": 30, "profile_calls": 50,
     "pairs": 15, "pair_calls": 20,
@@ -184,7 +184,9 @@ def run_sections(sections: list[str], cfg: dict[str, Any], url: str, workdir: Pa
 
         shape = {"processes": cfg["http_processes"], "threads": cfg["http_threads"],
                  "workers": cfg["http_workers"]}
-        results["http"] = compare(url, rounds=reps, seconds=cfg["http_seconds"], log=log, **shape)
+        # Many short interleaved rounds: their paired ratios give the figure and its spread.
+        results["http"] = compare(url, rounds=cfg["http_rounds"], seconds=cfg["http_seconds"], log=log,
+                                  **shape)
         if missed("HTTP"):
             results["profiles"]["HTTP start endpoint (gunicorn workers, py-spy)"] = profile_endpoint(
                 url, "start_new", seconds=cfg["http_seconds"], **shape)
