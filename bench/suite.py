@@ -34,13 +34,13 @@ FULL = {
     "http_seconds": 2.0, "http_workers": 4, "http_processes": 2, "http_threads": 4,
     "runs": 500, "concurrency": 2, "e2e_timeout": 300.0,
     "sizes": (1_000, 10_000, 100_000), "scale_calls": 300, "fill_processes": 2, "profile_calls": 500,
-    "pairs": 31, "pair_calls": 100, "http_rounds": 15,
+    "pairs": 31, "pair_calls": 100, "http_rounds": 15, "e2e_pairs": 15, "e2e_runs": 100,
 }
 QUICK = {
     **FULL, "start_calls": 100, "count_calls": 20, "http_seconds": 0.5, "http_workers": 2,
     "http_processes": 1, "http_threads": 2, "runs": 30, "e2e_timeout": 60.0,
     "sizes": (100, 1_000, 3_000), "scale_calls": 30, "profile_calls": 50,
-    "pairs": 15, "pair_calls": 20,
+    "pairs": 15, "pair_calls": 20, "e2e_runs": 20,
 }
 
 HEADER = """
@@ -194,7 +194,9 @@ def run_sections(sections: list[str], cfg: dict[str, Any], url: str, workdir: Pa
     if "e2e" in sections:
         log("== 4. end to end")
         options = {"runs": cfg["runs"], "concurrency": cfg["concurrency"], "timeout": cfg["e2e_timeout"]}
-        results["e2e"] = end_to_end.run(app, dict(os.environ), workdir, repetitions=reps, log=log, **options)
+        # Many short interleaved batches on one worker: their paired ratios give the figure.
+        results["e2e"] = end_to_end.run(app, dict(os.environ), workdir, repetitions=cfg["e2e_pairs"], log=log,
+                                        **{**options, "runs": cfg["e2e_runs"]})
         if missed("end-to-end"):
             results["profiles"]["HelloSequence batch (worker processes, py-spy)"] = end_to_end.profile(
                 app, dict(os.environ), workdir, **options)
