@@ -242,7 +242,10 @@ def markdown(results: dict[str, Any], header: str, plot_name: str) -> str:
         f"- Load average (1/5/15 min) at the start: {_load(results['load_before'])}; at the end: "
         f"{_load(results['load_after'])}. The run took {results['elapsed']:.0f} s.",
         f"- Command: `{cfg['command']}`; {cfg['repetitions']} interleaved repetitions per figure; "
-        "each figure is the median, with the min-max spread in parentheses.",
+        "each figure is the median, with the min-max spread in parentheses. A ratio target is read "
+        "from many short interleaved pairs (ours, baseline, ours, ...): the median ratio with its "
+        "interquartile range, met only when the lower quartile clears the target, noisy when the "
+        "range straddles it.",
         "",
         "## Targets", "",
     ]
