@@ -85,3 +85,87 @@ def machine(redis_version: str) -> dict[str, str]:
         "redis-server": redis_version,
         **versions,
     }
+
+
+# -- ratios from interleaved pairs -------------------------------------------------
+MIN_PAIRS = 15
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """Ours over a baseline, from many short interleaved pairs: the median and the quartiles.
+
+    One long run per tool cannot tell a regression from the machine's drift; the ratio
+    of two short runs taken back to back can, and the quartiles of many such ratios say
+    how far the figure is to be trusted.
+    """
+
+    median: float
+    q1: float
+    q3: float
+    samples: tuple[float, ...]
+
+    @classmethod
+    def of(cls, samples: Iterable[float]) -> Ratio:
+        """Summarise `samples` (at least one ratio)."""
+        values = tuple(samples)
+        return cls(statistics.median(values), percentile(values, 0.25), percentile(values, 0.75), values)
+
+    def verdict(self, target: float, *, higher_is_better: bool = True) -> str:
+        """Return 'met' when the whole interquartile range clears `target`, 'not met' when none
+        of it does, and 'noisy' when the spread straddles it."""
+        low, high = (self.q1, self.q3) if higher_is_better else (-self.q3, -self.q1)
+        goal = target if higher_is_better else -target
+        if low >= goal:
+            return "met"
+        if high < goal:
+            return "not met"
+        return "noisy"
+
+    def text(self) -> str:
+        """Return the median with its interquartile range, e.g. '1.02x (IQR 0.97-1.08, 15 pairs)'."""
+        return f"{self.median:.2f}x (IQR {self.q1:.2f}-{self.q3:.2f}, {len(self.samples)} pairs)"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Wall-clock and process (CPU) seconds of one short run of ours and one of the baseline."""
+
+    ours_wall: float
+    ours_cpu: float
+    base_wall: float
+    base_cpu: float
+
+
+def timed(fn: Callable[[], Any], calls: int) -> tuple[float, float]:
+    """Call `fn` `calls` times; return (wall seconds, this process's CPU seconds)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(calls):
+        fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def interleaved_pairs(
+    ours: Callable[[], Any], base: Callable[[], Any], *, pairs: int, calls: int,
+    between: Callable[[], Any] = lambda: None,
+) -> list[Pair]:
+    """Time `calls` calls of ours, then of the baseline, `pairs` times; the order alternates
+    from pair to pair so that neither always runs first. `between` runs untimed after each run."""
+    found = []
+    for i in range(max(pairs, MIN_PAIRS)):
+        runs = {}
+        for name in (("ours", "base") if i % 2 == 0 else ("base", "ours")):
+            runs[name] = timed(ours if name == "ours" else base, calls)
+            between()
+        found.append(Pair(*runs["ours"], *runs["base"]))
+    return found
+
+
+def throughput_ratio(pairs: Sequence[Pair]) -> Ratio:
+    """Ours' throughput over the baseline's (same calls per run): base seconds / ours seconds."""
+    return Ratio.of(p.base_wall / p.ours_wall for p in pairs)
+
+
+def cpu_ratio(pairs: Sequence[Pair]) -> Ratio:
+    """Ours' CPU seconds per call over the baseline's (lower is cheaper)."""
+    return Ratio.of(p.ours_cpu / p.base_cpu for p in pairs if p.base_cpu > 0)

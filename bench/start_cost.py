@@ -14,7 +14,7 @@ from typing import Any
 
 from devtools.redis_commands import executed_per_call, sent_per_call
 
-from .measure import Spread, rotated, time_calls
+from .measure import Spread, cpu_ratio, interleaved_pairs, rotated, throughput_ratio, time_calls
 from .tools import Tool
 
 WARM_UP_CALLS = 50
@@ -81,6 +81,24 @@ def message_bytes(tool: Tool) -> int:
     size = len(tool.broker.lindex(tool.queue, 0) or b"")
     tool.purge()
     return size
+
+
+def paired(ours: Tool, base: Tool, *, pairs: int, calls: int) -> dict[str, Any]:
+    """Return ours' throughput and CPU time over the baseline's from interleaved short pairs.
+
+    Both tools publish to the same queue, so it is emptied after each run, untimed.
+    """
+    found = interleaved_pairs(_unique(ours), _unique(base), pairs=pairs, calls=calls,
+                              between=lambda: (ours.purge(), base.purge()))
+    return {
+        "throughput": throughput_ratio(found),
+        "cpu": cpu_ratio(found),
+        "ours_cpu_us": Spread.of(1e6 * p.ours_cpu / calls for p in found),
+        "base_cpu_us": Spread.of(1e6 * p.base_cpu / calls for p in found),
+        "ours_wall_us": Spread.of(1e6 * p.ours_wall / calls for p in found),
+        "base_wall_us": Spread.of(1e6 * p.base_wall / calls for p in found),
+        "calls": calls,
+    }
 
 
 def run(

@@ -1,7 +1,7 @@
 """``make bench``: this project side by side with plain Celery, celery-singleton and celery-once.
 
 Starts a private Redis server (free port; a local server is never touched), runs
-the six sections in turn, prints each target as met / not met, profiles what is
+the six sections in turn, prints each target as met, not met or noisy, profiles what is
 missed, and writes BENCHMARKS.md and benchmarks.png (``--quick``: tiny sizes,
 written under var/bench/ unless --out is given).
 
@@ -31,14 +31,16 @@ SCALE_FIRST_DB = 2
 
 FULL = {
     "repetitions": 3, "start_calls": 1000, "count_calls": 200, "threads": 100,
-    "http_seconds": 6.0, "http_workers": 4, "http_processes": 2, "http_threads": 4,
+    "http_seconds": 2.0, "http_workers": 4, "http_processes": 2, "http_threads": 4,
     "runs": 500, "concurrency": 2, "e2e_timeout": 300.0,
     "sizes": (1_000, 10_000, 100_000), "scale_calls": 300, "fill_processes": 2, "profile_calls": 500,
+    "pairs": 31, "pair_calls": 100, "http_rounds": 15, "e2e_pairs": 15, "e2e_runs": 100,
 }
 QUICK = {
-    **FULL, "start_calls": 100, "count_calls": 20, "http_seconds": 1.0, "http_workers": 2,
+    **FULL, "start_calls": 100, "count_calls": 20, "http_seconds": 0.5, "http_workers": 2,
     "http_processes": 1, "http_threads": 2, "runs": 30, "e2e_timeout": 60.0,
     "sizes": (100, 1_000, 3_000), "scale_calls": 30, "profile_calls": 50,
+    "pairs": 15, "pair_calls": 20, "e2e_runs": 20,
 }
 
 HEADER = """
@@ -146,7 +148,7 @@ def run_sections(sections: list[str], cfg: dict[str, Any], url: str, workdir: Pa
     from bench.peer_app import create_peer_app
     from bench.profile import profile_calls
     from bench.report import targets
-    from bench.tools import OURS, build_tools
+    from bench.tools import OURS, PLAIN, build_tools
     from proj import app
 
     admin = redis.Redis.from_url(url)
@@ -162,6 +164,11 @@ def run_sections(sections: list[str], cfg: dict[str, Any], url: str, workdir: Pa
         results["start"] = start_cost.run(
             list(tools.values()), admin, calls=cfg["start_calls"], repetitions=reps,
             count_calls=cfg["count_calls"], log=log)
+        results["start_pairs"] = start_cost.paired(
+            tools[OURS], tools[PLAIN], pairs=cfg["pairs"], calls=cfg["pair_calls"])
+        log(f"start_new / plain chain over {cfg['pairs']} interleaved pairs: throughput "
+            f"{results['start_pairs']['throughput'].text()}, CPU per start "
+            f"{results['start_pairs']['cpu'].text()}")
         if missed("start_new >="):
             ours = tools[OURS]
             results["profiles"]["start_new (client side, pyinstrument)"] = profile_calls(
@@ -177,7 +184,9 @@ def run_sections(sections: list[str], cfg: dict[str, Any], url: str, workdir: Pa
 
         shape = {"processes": cfg["http_processes"], "threads": cfg["http_threads"],
                  "workers": cfg["http_workers"]}
-        results["http"] = compare(url, rounds=reps, seconds=cfg["http_seconds"], log=log, **shape)
+        # Many short interleaved rounds: their paired ratios give the figure and its spread.
+        results["http"] = compare(url, rounds=cfg["http_rounds"], seconds=cfg["http_seconds"], log=log,
+                                  **shape)
         if missed("HTTP"):
             results["profiles"]["HTTP start endpoint (gunicorn workers, py-spy)"] = profile_endpoint(
                 url, "start_new", seconds=cfg["http_seconds"], **shape)
@@ -185,7 +194,9 @@ def run_sections(sections: list[str], cfg: dict[str, Any], url: str, workdir: Pa
     if "e2e" in sections:
         log("== 4. end to end")
         options = {"runs": cfg["runs"], "concurrency": cfg["concurrency"], "timeout": cfg["e2e_timeout"]}
-        results["e2e"] = end_to_end.run(app, dict(os.environ), workdir, repetitions=reps, log=log, **options)
+        # Many short interleaved batches on one worker: their paired ratios give the figure.
+        results["e2e"] = end_to_end.run(app, dict(os.environ), workdir, repetitions=cfg["e2e_pairs"], log=log,
+                                        **{**options, "runs": cfg["e2e_runs"]})
         if missed("end-to-end"):
             results["profiles"]["HelloSequence batch (worker processes, py-spy)"] = end_to_end.profile(
                 app, dict(os.environ), workdir, **options)

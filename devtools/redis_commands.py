@@ -30,18 +30,34 @@ def executed_per_call(client: Any, fn: Callable[[], Any], calls: int) -> dict[st
 
 def sent_per_call(client: Any, fn: Callable[[], Any], calls: int) -> dict[str, float]:
     """Return the commands clients sent per call of `fn` (MONITOR; a script counts once)."""
+
+    def all_calls() -> None:
+        for _ in range(calls):
+            fn()
+
+    return {k: v / calls for k, v in sent_during(client, all_calls).items()}
+
+
+def sent_during(client: Any, fn: Callable[[], Any], *, by_script: bool = False) -> dict[str, int]:
+    """Return the commands every client sent while `fn` ran (MONITOR; a script counts once),
+    by lower-case name. Other clients of the server (a live worker's polling) count too.
+
+    With `by_script`, EVALSHA counts under ``evalsha <sha1>``, one entry per script.
+    """
     # An ECHO of a unique word marks the end of the calls in the MONITOR stream.
     sentinel = f"count-commands-done-{time.monotonic_ns()}"
     counts: dict[str, int] = {}
     with client.monitor() as monitor:
-        for _ in range(calls):
-            fn()
+        fn()
         client.echo(sentinel)
         while True:
             command = monitor.next_command()
             if command["command"] == f"ECHO {sentinel}":
                 break
             if command["client_type"] != "lua":
-                name = command["command"].split(" ", 1)[0].lower()
+                words = command["command"].split(" ", 2)
+                name = words[0].lower()
+                if by_script and name == "evalsha" and len(words) > 1:
+                    name = f"evalsha {words[1].lower()}"
                 counts[name] = counts.get(name, 0) + 1
-    return {k: v / calls for k, v in sorted(counts.items())}
+    return dict(sorted(counts.items()))

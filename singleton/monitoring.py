@@ -20,7 +20,7 @@ from typing import Any
 from celery.app.amqp import AMQP
 from celery.utils.saferepr import saferepr
 
-from .runs import STAMP_INSTANCE, STAMP_NAME, STAMP_RUN
+from .runs import STAMP, STAMP_INSTANCE, STAMP_NAME, STAMP_RUN, RunIdentity
 
 # Celery's own limit for the display of keyword arguments.
 KWARGSREPR_MAXSIZE = 1024
@@ -35,11 +35,11 @@ class RunLabelAMQP(AMQP):
     def as_task_v2(self, task_id: str, name: str, args: Any = None, kwargs: Any = None,
                    *rest: Any, **options: Any) -> Any:
         """Build a task message; label it when its stamps name a run."""
-        instance_id = _single(options.get(STAMP_INSTANCE))
-        if instance_id and options.get("kwargsrepr") is None:
+        stamp = _single(options.get(STAMP))
+        identity = RunIdentity.from_stamp_value(stamp) if isinstance(stamp, str) and stamp else None
+        if identity is not None and options.get("kwargsrepr") is None:
             options["kwargsrepr"] = run_kwargsrepr(
-                instance_id, _single(options.get(STAMP_NAME)), _single(options.get(STAMP_RUN)), kwargs
-            )
+                identity.instance_id, identity.name, identity.run_id, kwargs)
         return super().as_task_v2(task_id, name, args, kwargs, *rest, **options)
 
 

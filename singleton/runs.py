@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
@@ -17,11 +17,18 @@ from kombu.utils.json import dumps
 
 from .errors import NotInRun
 
+# The one stamp every task of a run carries: its identity in a compact form (see
+# RunIdentity.stamp_value). The names below label runs for monitors (Flower's kwargs).
+STAMP = "singleton"
 STAMP_INSTANCE = "singleton_instance"
 STAMP_RUN = "singleton_run"
 STAMP_NAME = "singleton_orchestrator"
-STAMP_FINAL = "singleton_final"
+# Messages published before the compact stamp carried these four.
+_OLD_STAMPS = (STAMP_INSTANCE, STAMP_RUN, STAMP_NAME, "singleton_final")
 COMPLETE_TASK = "singleton.complete"
+# The stamp's first character: does the run end with the last step of a plain chain
+# (whose success completes it) or with an appended completion task?
+_ENDS_WITH_LAST_STEP, _ENDS_WITH_COMPLETION = "p", "c"
 
 
 @dataclass(frozen=True)
@@ -30,31 +37,66 @@ class RunIdentity:
 
     ``final`` is the id of the task whose result is the run's output; empty when the
     canvas ends in a group, whose run then ends with an appended completion task.
+    ``plain`` says which of the two: the tasks carry that, not the final step's id,
+    and a step knows it is the final one when nothing of its chain is left to run.
     """
 
     instance_id: str
     run_id: str
     name: str
     final: str = ""
+    plain: bool = True
 
     @classmethod
     def from_request(cls, request: Any) -> RunIdentity | None:
         """Read the identity from a task request's stamps; None if it carries none."""
-        stamps = getattr(request, "stamps", None) or {}
-        keys = (STAMP_INSTANCE, STAMP_RUN, STAMP_NAME, STAMP_FINAL)
-        instance_id, run_id, name, final = (_single(stamps.get(k)) for k in keys)
+        identity = cls.from_stamps(getattr(request, "stamps", None) or {})
+        if identity is None or not identity.plain:
+            return identity
+        # The last step of a plain chain (or of what replaced it) has no chain left;
+        # a group's members, which replacing a step with a group makes, are not final.
+        last = not (getattr(request, "chain", None) or getattr(request, "group", None)
+                    or getattr(request, "chord", None))
+        return replace(identity, final=(getattr(request, "id", None) or "") if last else "")
+
+    @classmethod
+    def from_stamps(cls, stamps: Mapping[str, Any]) -> RunIdentity | None:
+        """Read the identity (without ``final``) from a message's stamps; None if it has none."""
+        value = _single(stamps.get(STAMP))
+        if isinstance(value, str) and value:
+            return cls.from_stamp_value(value)
+        instance_id, run_id, name, final = (_single(stamps.get(k)) for k in _OLD_STAMPS)
         if not (instance_id and run_id):
             return None
-        return cls(instance_id, run_id, name or "", final or "")
+        return cls(instance_id, run_id, name or "", final or "", plain=bool(final))
+
+    @classmethod
+    def from_stamp_value(cls, value: str) -> RunIdentity | None:
+        """Parse ``stamp_value()``'s form; None if `value` is not one."""
+        try:
+            kind, rest = value[0], value[1:]
+            length, rest = rest.split(":", 1)
+            run_id, rest = rest[: int(length)], rest[int(length):]
+            length, rest = rest.split(":", 1)
+            name, instance_id = rest[: int(length)], rest[int(length):]
+        except (IndexError, ValueError):
+            return None
+        if kind not in (_ENDS_WITH_LAST_STEP, _ENDS_WITH_COMPLETION) or not (run_id and instance_id):
+            return None
+        return cls(instance_id, run_id, name, plain=kind == _ENDS_WITH_LAST_STEP)
+
+    def stamp_value(self) -> str:
+        """Return the identity as the run's one stamp: ``<p|c><len>:<run id><len>:<name><instance ID>``.
+
+        Lengths, not separators, delimit the parts, so an instance ID or name may hold
+        any character; the form costs a few bytes over the three values themselves.
+        """
+        kind = _ENDS_WITH_LAST_STEP if self.plain else _ENDS_WITH_COMPLETION
+        return f"{kind}{len(self.run_id)}:{self.run_id}{len(self.name)}:{self.name}{self.instance_id}"
 
     def stamps(self) -> dict[str, str]:
         """Return the stamps that mark a task as a step of this run."""
-        return {
-            STAMP_INSTANCE: self.instance_id,
-            STAMP_RUN: self.run_id,
-            STAMP_NAME: self.name,
-            STAMP_FINAL: self.final,
-        }
+        return {STAMP: self.stamp_value()}
 
     def is_final(self, task_id: str) -> bool:
         """Return True if `task_id` is the step whose result is the run's output."""
@@ -130,7 +172,7 @@ def run_canvas(
     steps = _plain_steps(canvas)
     if steps is None:
         canvas = chain(canvas, app.signature(COMPLETE_TASK), app=app)
-        identity = replace(identity, final="")
+        identity = replace(identity, final="", plain=False)
         canvas.stamp(**identity.stamps())
         return canvas, identity
     if deterministic:
@@ -138,12 +180,17 @@ def run_canvas(
         for n, step in enumerate(steps):
             step.options["task_id"] = str(uuid5(namespace, str(n)))
     final = steps[-1].options.setdefault("task_id", uuid())
-    identity = replace(identity, final=final)
+    identity = replace(identity, final=final, plain=True)
     stamps = identity.stamps()
     for step in steps:
         # What Signature.stamp() writes for plain headers, without its visitor walk.
         stamped = [*step.options.get("stamped_headers", ()), *stamps]
         step.options.update(stamps, stamped_headers=list(dict.fromkeys(stamped)))
+    for step in steps[1:]:
+        # The run's record keeps what status queries need, and the first step is published
+        # without a result already: a later step skips Celery's result write (SETEX and
+        # PUBLISH) too, unless the orchestrator asked for it on that step.
+        step.options.setdefault("ignore_result", True)
     return canvas, identity
 
 

@@ -33,7 +33,7 @@ from opentelemetry import context, trace
 from opentelemetry.context import Context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from .runs import STAMP_INSTANCE, STAMP_NAME, STAMP_RUN, RunIdentity
+from .runs import RunIdentity
 
 logger = logging.getLogger(__name__)
 
@@ -127,20 +127,20 @@ def _single(value: Any) -> Any:
     return value
 
 
-def _attributes(stamps: Mapping[str, Any]) -> dict[str, str]:
-    return {ATTR_INSTANCE: stamps.get(STAMP_INSTANCE) or "", ATTR_RUN: stamps.get(STAMP_RUN) or "",
-            ATTR_ORCHESTRATOR: stamps.get(STAMP_NAME) or ""}
+def _attributes(identity: RunIdentity) -> dict[str, str]:
+    return {ATTR_INSTANCE: identity.instance_id, ATTR_RUN: identity.run_id, ATTR_ORCHESTRATOR: identity.name}
 
 
 def _enter_run_context(sender: Any = None, body: Any = None, headers: dict | None = None, **_: Any) -> None:
     _restore_failed_publishes()
     stamps = _stamps(headers)
-    if not stamps.get(STAMP_RUN):
+    identity = RunIdentity.from_stamps(stamps)
+    if identity is None:
         return
     carrier = stamps.get(STAMP_TRACE)
     publisher = trace.get_current_span()
     if carrier is None:
-        run_context = _open_run(stamps, publisher)
+        run_context = _open_run(identity, publisher)
         carrier = _traceparent(run_context)
         _stamp(headers, body, carrier)
     else:
@@ -165,14 +165,14 @@ def _restore_failed_publishes() -> None:
         context.detach(token)
 
 
-def _open_run(stamps: Mapping[str, Any], publisher: trace.Span) -> Context:
+def _open_run(identity: RunIdentity, publisher: trace.Span) -> Context:
     # The run's own span: a child of what claimed it, or, for a run made by
     # continue-as-new inside a step of the previous run, the root of a new trace.
-    attributes = _attributes(stamps)
+    attributes = _attributes(identity)
     links = None
     parent = None
     previous = _current_run()
-    if previous is not None and previous.run_id != stamps.get(STAMP_RUN):
+    if previous is not None and previous.run_id != identity.run_id:
         parent = Context()
         links = [trace.Link(publisher.get_span_context(), {ATTR_RUN: previous.run_id})]
     elif publisher.is_recording():
@@ -207,11 +207,11 @@ def _stamp(headers: dict, body: Any, carrier: str) -> None:
 
 def _label_publish(sender: Any = None, headers: dict | None = None, **_: Any) -> None:
     # Runs after the instrumentation opened the apply_async span: label it.
-    stamps = _stamps(headers)
-    if not stamps.get(STAMP_RUN):
+    identity = RunIdentity.from_stamps(_stamps(headers))
+    if identity is None:
         return
     span = trace.get_current_span()
-    span.set_attributes(_attributes(stamps))
+    span.set_attributes(_attributes(identity))
     switched = _switched().get((headers or {}).get("id") or "")
     if switched is not None and switched[1].is_valid:
         span.add_link(switched[1], {"singleton.link": "published by"})
@@ -227,6 +227,4 @@ def _label_step(sender: Any = None, task: Any = None, **_: Any) -> None:
     # Runs after the instrumentation opened the run/<task> span.
     identity = RunIdentity.from_request(getattr(task, "request", None))
     if identity is not None:
-        trace.get_current_span().set_attributes(
-            {ATTR_INSTANCE: identity.instance_id, ATTR_RUN: identity.run_id, ATTR_ORCHESTRATOR: identity.name}
-        )
+        trace.get_current_span().set_attributes(_attributes(identity))

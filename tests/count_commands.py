@@ -4,6 +4,7 @@ Run as ``python -m tests.count_commands`` (it starts a private Redis server) or 
 REDIS_URL pointing at an idle server. Prints one JSON line with, per call, the
 commands the client sent (read with MONITOR; a script counts once) and the
 commands Redis executed (INFO commandstats; a script's inner commands count too).
+With ``--message-bytes``, prints instead the size of the first broker message of each.
 """
 
 from __future__ import annotations
@@ -45,18 +46,42 @@ def measure() -> dict:
     return result
 
 
+def message_bytes() -> dict:
+    from celery import chain
+
+    from proj import app
+    from proj.tasks import say_hello
+    from singleton import OrchestrationClient
+
+    client = OrchestrationClient(app)
+    broker = app.backend.client  # broker and backend share the private server's database
+    sizes = {}
+    for label, start in (
+        ("plain", lambda: chain(say_hello.s([], "Tokyo"), say_hello.s("Seattle"),
+                                say_hello.s("London")).apply_async()),
+        # An instance ID as long as a generated one.
+        ("start_new", lambda: client.start_new("HelloSequence", "0123456789abcdef0123456789abcdef")),
+    ):
+        broker.delete("celery")
+        start()
+        sizes[label] = len(broker.lindex("celery", 0) or b"")
+        broker.delete("celery")
+    return sizes
+
+
 def main() -> None:
+    what = message_bytes if "--message-bytes" in sys.argv[1:] else measure
     if "REDIS_URL" not in os.environ:
         from proj.redis_server import RedisServer
 
         server = RedisServer(Path(tempfile.mkdtemp()), appendonly=False).start()
         os.environ["REDIS_URL"] = server.url
         try:
-            print(json.dumps(measure()))
+            print(json.dumps(what()))
         finally:
             server.stop()
         return
-    print(json.dumps(measure()))
+    print(json.dumps(what()))
 
 
 if __name__ == "__main__":

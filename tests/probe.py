@@ -16,6 +16,7 @@ from celery.canvas import Signature
 
 from proj.celery import app
 from singleton import UNSET, orchestrator, wait_for_external_event
+from singleton.runs import RunIdentity
 
 
 def record(key: str, event: str, task_id: str, **extra: Any) -> None:
@@ -28,8 +29,8 @@ def events(redis_client: Any, key: str) -> list[dict]:
 
 
 def run_of(request: Any) -> str | None:
-    run = (request.stamps or {}).get("singleton_run")
-    return run[0] if isinstance(run, list) else run
+    identity = RunIdentity.from_request(request)
+    return None if identity is None else identity.run_id
 
 
 @app.task(bind=True)
@@ -226,8 +227,7 @@ def Overdue(input: dict) -> Signature:  # noqa: N802
 @app.task(bind=True)
 def run_step(self, seconds: float, key: str, index: int) -> str:
     """Record start and end with the step's run ID, so tests can tell runs apart."""
-    run = (self.request.stamps or {}).get("singleton_run")
-    run = run[0] if isinstance(run, list) else run
+    run = run_of(self.request)
     record(key, "start", self.request.id, run=run, index=index)
     time.sleep(seconds)
     record(key, "end", self.request.id, run=run, index=index)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from singleton import CurrentRun, NotInRun, RuntimeStatus, current_run
+from singleton.runs import STAMP, RunIdentity
 from singleton.runtime import runtime
 from tests.durability import module_worker
 from tests.holds import ledger_write
@@ -48,3 +51,30 @@ def test_current_run_is_a_small_frozen_value() -> None:
     run = CurrentRun("id", "run", 3, "Orchestrator")
     with pytest.raises(AttributeError):
         run.fence = 4  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("instance_id", ["nightly", "a:b|c 12:x", "ünï", "9"])
+@pytest.mark.parametrize("plain", [True, False])
+def test_a_run_identity_survives_its_compact_stamp(instance_id: str, plain: bool) -> None:
+    identity = RunIdentity(instance_id, "5f0c" * 8, "Report:v2", plain=plain)
+    stamps = identity.stamps()
+    assert list(stamps) == [STAMP]
+    assert RunIdentity.from_stamps(stamps) == identity
+
+
+def test_a_stamp_that_is_not_a_run_identity_names_no_run() -> None:
+    for value in ("", "x", "p", "p3:ab", "q2:ab1:Nx", "pz:ab"):
+        assert RunIdentity.from_stamps({STAMP: value}) is None
+    assert RunIdentity.from_stamps({}) is None
+
+
+def test_the_last_step_of_a_plain_chain_is_final_and_no_other_task_is() -> None:
+    stamps = RunIdentity("nightly", "ab" * 16, "Report").stamps()
+    last = SimpleNamespace(id="t3", stamps=stamps, chain=[], group=None, chord=None)
+    middle = SimpleNamespace(id="t2", stamps=stamps, chain=[{"task": "next"}], group=None, chord=None)
+    member = SimpleNamespace(id="t4", stamps=stamps, chain=None, group="g1", chord=None)
+    assert RunIdentity.from_request(last).is_final("t3")
+    assert not RunIdentity.from_request(middle).is_final("t2")
+    assert not RunIdentity.from_request(member).is_final("t4")
+    ends_with_completion = RunIdentity("nightly", "ab" * 16, "Report", plain=False).stamps()
+    assert not RunIdentity.from_request(SimpleNamespace(id="t5", stamps=ends_with_completion)).is_final("t5")
