@@ -1,15 +1,19 @@
 """Load and faults for the chaos run, every operation and fault logged with its time.
 
 Load: starts of the examples under shared IDs (some eternal, some waiting for
-events), events, terminates and same-ID restarts mid-flight, suspends and resumes,
+events, some with an event timeout and a default, fan-outs with a group and a chord's
+callback), events, suspends of fan-outs while their group runs and of Counters while
+they continue as new, terminates and same-ID restarts mid-flight, suspends and resumes,
 and bursts of concurrent duplicate starts. Faults: SIGKILLed workers (restarted) and
-pool children, and one Redis restart. A burst is the check of the singleton rule:
-on a live run it must get no 202, on a free ID at most one; every single start (and
-same-ID restart) is checked the same way, from the ID's status just before and after.
+pool children, one warm Redis restart (SIGTERM) and one Redis crash (SIGKILL). A burst
+is the check of the singleton rule: on a live run it must get no 202, on a free ID at
+most one; every single start (and same-ID restart) is checked the same way, from the
+ID's status just before and after.
 
-Around the Redis restart, writes are paused (``CLIENT PAUSE ... WRITE``) while the
+Around each Redis restart, writes are paused (``CLIENT PAUSE ... WRITE``) while the
 records are read, on the old server just before it stops and on the new one just after
-it answers, so the two snapshots must be equal: any difference is a lost write.
+it answers (for the crash: just before the SIGKILL), so the two snapshots must be
+equal: any difference is a lost write, allowed after the crash only inside its loss window.
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ class Driver:
         self.faults: list[dict[str, Any]] = []
         self.bursts: list[dict[str, Any]] = []
         self.starts: list[dict[str, Any]] = []
-        self.redis_snapshots: tuple[dict[str, Any], dict[str, Any]] | None = None
+        # Per Redis restart: its kind (warm, crash), when the server went down, both snapshots.
+        self.redis_snapshots: list[dict[str, Any]] = []
         self.restart_windows: list[tuple[float, float]] = []
         self.codes: Counter[str] = Counter()
         self.redis_check: dict[str, Any] = {}
@@ -96,7 +101,7 @@ class Driver:
     # -- the run --------------------------------------------------------------------------
     def run(self) -> None:
         """Run load and faults for the configured time, then settle the eternal runs."""
-        loops = [self._starts, self._events, self._mid_flight, self._bursts, self._faults]
+        loops = [self._starts, self._events, self._mid_flight, self._suspends, self._bursts, self._faults]
         threads = [threading.Thread(target=self._guard, args=(loop,), daemon=True) for loop in loops]
         for thread in threads:
             thread.start()
@@ -120,12 +125,16 @@ class Driver:
         examples = [
             ("HelloSequence", lambda r: None, "job"), ("AlwaysFails", lambda r: "x", "job"),
             ("Delay", lambda r: {"seconds": round(r.uniform(0.1, 3), 2), "value": 1}, "job"),
+            ("FanOutFanIn", lambda r: {"seconds": round(r.uniform(0.1, 1.5), 2)}, "job"),
             ("ApprovalWorkflow", lambda r: None, "approval"),
+            # Short event timeouts with a default: the timer, not an event, moves these on.
+            ("ApprovalWorkflow", lambda r: {"timeout": round(r.uniform(0.5, 3), 2), "default": "late"},
+             "approval"),
             ("Counter", lambda r: {"count": 0, "interval": round(r.uniform(0.2, 1), 2)}, "counter"),
         ]
         sizes = {"job": 25, "approval": 8, "counter": 3}
         while self._pause(0.05, 0.25):
-            name, body, pool = self.rng.choices(examples, weights=[4, 1, 4, 2, 1])[0]
+            name, body, pool = self.rng.choices(examples, weights=[4, 1, 3, 3, 1, 1, 1])[0]
             self.start(name, f"{pool}-{self.rng.randrange(sizes[pool])}", body(self.rng))
 
     def _events(self) -> None:
@@ -148,6 +157,23 @@ class Driver:
                 self._record("suspend", instance_id, self.http("POST", f"{WEBHOOK}/{instance_id}/suspend"))
                 self._stop.wait(self.rng.uniform(0.2, 1))
                 self._record("resume", instance_id, self.http("POST", f"{WEBHOOK}/{instance_id}/resume"))
+
+    def _suspends(self) -> None:
+        # Suspend a fan-out while its group runs (its parts take 1 s), or a Counter while
+        # it continues as new, then resume it.
+        n = 0
+        while self._pause(0.5, 1.5):
+            n += 1
+            if n % 2:
+                instance_id = f"fan-{n % 4}"
+                if self.start("FanOutFanIn", instance_id, {"seconds": 1}) != 202:
+                    continue
+                self._stop.wait(self.rng.uniform(0.2, 0.8))
+            else:
+                instance_id = f"counter-{self.rng.randrange(3)}"
+            self._record("suspend", instance_id, self.http("POST", f"{WEBHOOK}/{instance_id}/suspend"))
+            self._stop.wait(self.rng.uniform(0.3, 2))
+            self._record("resume", instance_id, self.http("POST", f"{WEBHOOK}/{instance_id}/resume"))
 
     def _bursts(self) -> None:
         n = 0
@@ -190,13 +216,13 @@ class Driver:
 
     # -- faults ---------------------------------------------------------------------------
     def _faults(self) -> None:
-        redis_at = time.time() + self.seconds * 0.4
+        # One warm Redis restart, then one crash, at 30 % and 65 % of the load.
+        redis_at = [(time.time() + self.seconds * 0.3, False), (time.time() + self.seconds * 0.65, True)]
         next_worker_kill = time.time() + self.rng.uniform(6, 12)
         while self._pause(2, 5):
             now = time.time()
-            if redis_at and now >= redis_at:
-                self._restart_redis()
-                redis_at = 0
+            if redis_at and now >= redis_at[0][0]:
+                self._restart_redis(crash=redis_at.pop(0)[1])
             elif now >= next_worker_kill:
                 self._kill_worker()
                 next_worker_kill = now + self.rng.uniform(8, 15)
@@ -221,16 +247,22 @@ class Driver:
             return
         self._fault("kill-child", pids=[pid], worker=worker.name)
 
-    def _restart_redis(self) -> None:
+    def _restart_redis(self, *, crash: bool) -> None:
         began = time.time()
-        before = self._frozen_records(resume=False)  # paused until the server stops
-        self.stack.restart_redis()
+        before = self._frozen_records(resume=False)  # paused until the server stops (or dies)
+        down = time.time()  # for the crash: the moment of the SIGKILL, which its loss window ends at
+        if crash:
+            self.stack.crash_redis()
+        else:
+            self.stack.restart_redis()
         after = self._frozen_records(resume=True)
         self.restart_windows.append((began, time.time()))
-        self._fault("restart-redis", pids=[], began=began)
-        self.redis_snapshots = (before, after)
-        lost = [i for i, record in before.items() if after.get(i) != record]
-        self.redis_check = {"records_before": len(before), "records_after": len(after), "lost": lost}
+        kind = "crash" if crash else "warm"
+        self._fault("crash-redis" if crash else "restart-redis", pids=[], began=began)
+        self.redis_snapshots.append({"kind": kind, "at": down, "before": before, "after": after})
+        changed = [i for i, record in before.items() if after.get(i) != record]
+        self.redis_check[kind] = {"records_before": len(before), "records_after": len(after),
+                                  "changed": changed}
 
     def _frozen_records(self, *, resume: bool) -> dict[str, Any]:
         # Writes wait while the records are read: the snapshot is one moment of the server.
@@ -250,7 +282,8 @@ class Driver:
 
         ids = [s.instance_id for s in self.client.get_status_all(show_input=False)]
         rows = runtime(self.client._app).store.read_many(ids)
-        return {i: {"run": row["run"], "fence": row["fence"], "status": row["status"]}
+        return {i: {"run": row["run"], "fence": row["fence"], "status": row["status"],
+                    "updated": int(row["updated"]) / 1e6}
                 for i, row in zip(ids, rows, strict=True) if row}
 
     def _fault(self, fault: str, **extra: Any) -> None:
@@ -263,7 +296,8 @@ class Driver:
         for n in range(8):
             self._record("event", f"approval-{n}",
                          self.http("POST", f"{WEBHOOK}/approval-{n}/raiseEvent/Approval", {"ok": "final"}))
-        for instance_id in [f"counter-{n}" for n in range(3)] + [f"job-{n}" for n in range(25)]:
+        for instance_id in ([f"counter-{n}" for n in range(3)] + [f"job-{n}" for n in range(25)]
+                            + [f"fan-{n}" for n in range(4)]):
             status = self._status(instance_id)
             if status and status.get("status") == "Suspended":
                 self._record("resume", instance_id, self.http("POST", f"{WEBHOOK}/{instance_id}/resume"))

@@ -32,6 +32,11 @@ SETTINGS = {
 }
 
 
+# The append-only file's fsync policy: "everysec", so a crash of the host may lose up
+# to about a second of acknowledged writes (more while a slow fsync postpones writes).
+APPENDFSYNC = "everysec"
+
+
 class Process(ManagedProcess):
     """One long-running command of the stack, in its own process group."""
 
@@ -50,7 +55,9 @@ class Stack:
         self.directory = directory
         self.log_dir = directory / "steps"
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.redis = RedisServer(directory / "redis", appendonly=True)
+        # Redis' default fsync policy, named: the crash restart's loss window follows from it.
+        self.redis = RedisServer(directory / "redis", appendonly=True,
+                                 extra_args=["--appendfsync", APPENDFSYNC])
         self.web_port = free_port()
         self.env = {**os.environ, **SETTINGS, "REDIS_URL": self.redis.url,
                     "CHAOS_LOG_DIR": str(self.log_dir)}
@@ -99,6 +106,12 @@ class Stack:
     def restart_redis(self) -> None:
         """Stop Redis warmly (it writes its append-only file) and start it on the same port."""
         self.redis.stop()
+        self.redis.start()
+
+    def crash_redis(self) -> None:
+        """SIGKILL Redis (no shutdown, no final write) and start it on the same append-only file."""
+        assert self.redis.process is not None
+        self.redis.process.kill()
         self.redis.start()
 
     def stop(self) -> None:

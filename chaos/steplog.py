@@ -6,7 +6,8 @@ so a SIGKILLed process loses nothing it wrote. Each execution has its own id
 (``exec``), written on its start and its end: the checker pairs them by that id, never
 by process id, which the system reuses after a kill. Beat's starter ticks are logged
 too (``tick`` lines with their outcome: started, skipped, buffered), so the runs beat
-started are accounted for beside the driver's.
+started are accounted for beside the driver's. A user task that runs with no run's
+stamps (so no gate fenced it) is logged as ``unfenced``.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ import time
 import uuid
 from typing import Any
 
-from celery.signals import task_success
+from celery.signals import task_prerun, task_success
 
 from singleton import step_finished, step_started
+from singleton.runs import RunIdentity
 from singleton.schedules import START_TASK
+
+# Tasks of Celery and of the layer itself, which carry no run's stamps by design.
+_INTERNAL = ("celery.", "singleton.")
 
 _DIRECTORY = os.environ.get("CHAOS_LOG_DIR", "")
 # The execution in progress per task id, in this process (a pool process runs one step
@@ -64,6 +69,16 @@ def _ticked(sender: Any = None, result: Any = None, **_: Any) -> None:
              "task": sender.request.id, "t": time.time(), "pid": os.getpid()})
 
 
+def _unfenced(sender: Any = None, task_id: str = "", task: Any = None, **_: Any) -> None:
+    # A user task that runs without a run's stamps passed no gate: nothing fences it.
+    if not _DIRECTORY or task is None or task.name.startswith(_INTERNAL):
+        return
+    if RunIdentity.from_request(task.request) is None:
+        _append({"event": "unfenced", "name": task.name, "task": task_id, "t": time.time(),
+                 "pid": os.getpid()})
+
+
 step_started.connect(_started, weak=False)
+task_prerun.connect(_unfenced, weak=False)
 task_success.connect(_ticked, weak=False)
 step_finished.connect(_finished, weak=False)

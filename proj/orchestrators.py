@@ -2,14 +2,26 @@
 
 from typing import Any
 
-from celery import chain
+from celery import chain, chord
 from celery.canvas import Signature
 
 from singleton import UNSET, continue_as_new, orchestrator, wait_for_external_event
 
-from .tasks import apply_changes, approved, count, explode, fetch_changes, prepare, say_hello, wait
+from .tasks import (
+    apply_changes,
+    approved,
+    count,
+    explode,
+    fetch_changes,
+    part,
+    prepare,
+    say_hello,
+    total,
+    wait,
+)
 
 MAX_DELAY_SECONDS = 3600
+FAN_OUT_MAX_SECONDS = 60
 
 
 @orchestrator
@@ -83,3 +95,17 @@ def Counter(input: Any) -> Signature:  # noqa: N802
     if not 0 <= interval <= MAX_DELAY_SECONDS:
         raise ValueError(f"interval must be between 0 and {MAX_DELAY_SECONDS}")
     return chain(count.si(input["count"], interval), continue_as_new(delay=interval))
+
+
+@orchestrator
+def FanOutFanIn(input: Any) -> Signature:  # noqa: N802
+    """Fan out, fan in: three parts at once (a group), then their sum (the chord's callback).
+
+    Optional input ``{"seconds": s}`` (0-60, default 0.2): how long each part takes.
+    Part ``n`` returns ``n * n``, so the output is 0 + 1 + 4 = 5.
+    """
+    seconds = (input or {}).get("seconds", 0.2) if isinstance(input, dict | None) else None
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) \
+            or not 0 <= seconds <= FAN_OUT_MAX_SECONDS:
+        raise ValueError(f'FanOutFanIn expects null or {{"seconds": <0-{FAN_OUT_MAX_SECONDS}>}}')
+    return chord([part.si(n, seconds) for n in range(3)], total.s())

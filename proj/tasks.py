@@ -67,3 +67,16 @@ def count(n: int, interval: float) -> dict[str, Any]:
     """Publish ``{"count": n}`` as the custom status; return the next cycle's input."""
     set_custom_status({"count": n})
     return {"count": n + 1, "interval": interval}
+
+
+@app.task
+def part(n: int, seconds: float) -> int:
+    """Take `seconds`, then return ``n * n``: one member of a fan-out."""
+    time.sleep(seconds)
+    return n * n
+
+
+@app.task
+def total(parts: list[int]) -> int:
+    """Add up the fan-out's results: the fan-in."""
+    return sum(parts)

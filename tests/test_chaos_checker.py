@@ -6,16 +6,20 @@ import json
 import uuid
 
 from chaos.checker import (
+    CRASH_LOSS_WINDOW_S,
     beat_ticks,
     double_executions,
     duplicate_202s,
     empty_log,
     executions,
     failed_claims,
+    lost_in_crash_window,
     lost_or_timed_out,
     lost_records,
     overlaps,
+    restart_losses,
     stuck,
+    unfenced,
     unfinished,
     wedged,
 )
@@ -154,6 +158,28 @@ def test_a_record_that_moved_on_in_the_moment_before_the_pause_is_not_lost():
     assert lost_records(before, after) == []
 
 
+def test_a_crash_may_lose_only_records_written_inside_its_loss_window():
+    crashed_at = 1000.0
+    before = {"recent": {"run": "r1", "fence": "5", "status": "Completed",
+                         "updated": crashed_at - CRASH_LOSS_WINDOW_S / 2},
+              "old": {"run": "r2", "fence": "6", "status": "Completed",
+                      "updated": crashed_at - CRASH_LOSS_WINDOW_S - 1}}
+    after = {"recent": {"run": "r1", "fence": "5", "status": "Running", "updated": 990.0}}
+    inside, outside = lost_in_crash_window(before, after, crashed_at)
+    assert [lost["instance"] for lost in inside] == ["recent"]  # its Completed was not yet on disk
+    assert [lost["instance"] for lost in outside] == ["old"]  # gone, though written long before
+
+
+def test_only_a_crash_has_a_loss_window_and_the_allowed_losses_are_counted_apart():
+    before = {"a": {"run": "r1", "fence": "5", "status": "Completed", "updated": 999.5}}
+    snapshots = [{"kind": "warm", "at": 1000.0, "before": before, "after": {}},
+                 {"kind": "crash", "at": 1000.0, "before": before, "after": {}}]
+    allowed, violations = restart_losses(snapshots)
+    assert [(lost["instance"], lost["restart"]) for lost in violations] == [("a", "warm")]
+    assert [(lost["instance"], lost["restart"]) for lost in allowed] == [("a", "crash")]
+    assert restart_losses([{"kind": "crash", "at": 1000.0, "before": before, "after": before}]) == ([], [])
+
+
 # -- answers --------------------------------------------------------------------------------
 def test_a_burst_on_a_run_that_stayed_live_allows_no_202():
     held = {"run": "r1", "status": "Running"}
@@ -190,3 +216,11 @@ def test_beat_ticks_are_counted_by_outcome_and_are_not_executions(tmp_path):
                      {**tick, "outcome": "started"}], step("a", "r1", 0, 1))
     assert beat_ticks(tmp_path) == {"started": 2, "skipped": 1}
     assert [e["run"] for e in executions(tmp_path, [], stopped_at=10)] == ["r1"]
+
+
+def test_a_user_task_that_ran_without_a_runs_stamps_is_unfenced(tmp_path):
+    write(tmp_path, step("a", "r1", 0, 1), [{"event": "unfenced", "name": "proj.tasks.total",
+                                             "task": "t9", "t": 2.0, "pid": 1}])
+    assert [u["task"] for u in unfenced(tmp_path)] == ["t9"]
+    write(tmp_path, step("a", "r1", 0, 1))
+    assert unfenced(tmp_path) == []
