@@ -11,7 +11,6 @@ hop in steps shorter than the broker's visibility timeout.
 from __future__ import annotations
 
 import logging
-import math
 import time
 import uuid
 from typing import Any
@@ -23,7 +22,7 @@ from kombu.utils.json import dumps, loads
 
 from .errors import InvalidInput, NotInRun, ServiceUnavailable
 from .orchestrator import get_orchestrator
-from .runs import RunIdentity, apply_run, run_canvas
+from .runs import RunIdentity, apply_run, broker_countdown, run_canvas
 from .runtime import runtime
 from .signals import send_release_ended
 from .status import RuntimeStatus, validate_event_name
@@ -145,18 +144,6 @@ def start_timer(app: Celery, deadline: float, action: dict[str, Any]) -> None:
     app.signature(TIMER_TASK, args=(deadline, action)).apply_async(
         countdown=broker_countdown(app, countdown), ignore_result=True
     )
-
-
-def broker_countdown(app: Celery, countdown: float) -> float:
-    """Return `countdown` as the broker can hold it.
-
-    RabbitMQ's native delayed delivery (quorum queues) counts whole seconds and
-    refuses less than one (kombu's calculate_routing_key truncates, then raises):
-    round up, so that a hop never fires early nor fails.
-    """
-    if countdown > 0 and app.conf.task_default_queue_type == "quorum":
-        return float(math.ceil(countdown))
-    return countdown
 
 
 def publish_continued(app: Celery, instance_id: str, name: str, run_id: str, input: Any,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -192,6 +193,18 @@ def run_canvas(
         # PUBLISH) too, unless the orchestrator asked for it on that step.
         step.options.setdefault("ignore_result", True)
     return canvas, identity
+
+
+def broker_countdown(app: Celery, countdown: float) -> float:
+    """Return `countdown` as the broker can hold it.
+
+    RabbitMQ's native delayed delivery (quorum queues) counts whole seconds and
+    refuses less than one (kombu's calculate_routing_key truncates, then raises):
+    round up, so that a hop never fires early nor fails.
+    """
+    if countdown > 0 and app.conf.task_default_queue_type == "quorum":
+        return float(math.ceil(countdown))
+    return countdown
 
 
 def apply_run(canvas: Signature, **options: Any) -> None:

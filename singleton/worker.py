@@ -20,7 +20,7 @@ from kombu.utils.json import dumps, loads
 
 from .errors import ServiceUnavailable
 from .leases import Lease
-from .runs import CurrentRun, RunIdentity, running_in
+from .runs import CurrentRun, RunIdentity, broker_countdown, running_in
 from .runtime import Runtime, runtime
 from .signals import gate_decided, run_ended, step_finished, step_started
 from .status import RuntimeStatus
@@ -143,6 +143,7 @@ class SingletonTask(Task):
         # Waiting is not retrying: the same delivery goes out again with a countdown and
         # its retry count unchanged, so a wait never spends the step's own max_retries
         # (self.retry would count it, and fire task_retry for a step that never ran).
+        countdown = broker_countdown(self.app, countdown)
         self.signature_from_request(self.request, args, kwargs, countdown=countdown).apply_async()
         logger.info("Waiting %.1f s to run %s[%s]: another delivery holds it.", countdown,
                     self.name, self.request.id)

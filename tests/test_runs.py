@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from singleton import CurrentRun, NotInRun, RuntimeStatus, current_run
-from singleton.runs import STAMP, RunIdentity
+from singleton.runs import STAMP, RunIdentity, broker_countdown
 from singleton.runtime import runtime
 from tests.durability import module_worker
 from tests.holds import ledger_write
@@ -78,3 +78,12 @@ def test_the_last_step_of_a_plain_chain_is_final_and_no_other_task_is() -> None:
     assert not RunIdentity.from_request(member).is_final("t4")
     ends_with_completion = RunIdentity("nightly", "ab" * 16, "Report", plain=False).stamps()
     assert not RunIdentity.from_request(SimpleNamespace(id="t5", stamps=ends_with_completion)).is_final("t5")
+
+
+def test_countdowns_on_quorum_queues_are_whole_seconds_of_at_least_one() -> None:
+    # Native delayed delivery refuses less than a second and truncates the rest, so a
+    # short wait (a busy gate's) or a timer hop is rounded up there, and only there.
+    classic = SimpleNamespace(conf=SimpleNamespace(task_default_queue_type="classic"))
+    quorum = SimpleNamespace(conf=SimpleNamespace(task_default_queue_type="quorum"))
+    assert [broker_countdown(classic, c) for c in (0.3, 1.5, 0)] == [0.3, 1.5, 0]
+    assert [broker_countdown(quorum, c) for c in (0.3, 1.5, 0)] == [1.0, 2.0, 0]
