@@ -186,39 +186,29 @@ class SingletonTask(Task):
 # -- a run's end, from outside its steps -------------------------------------------
 def complete_run(task: Task, result: Any) -> None:
     """Complete the run of `task` (the appended completion task) with `result`."""
-    identity = RunIdentity.from_request(task.request)
-    store = runtime(task.app).store
-    if store.end_run(
-        identity.instance_id, run_id=identity.run_id, status=RuntimeStatus.COMPLETED,
-        output_json=dumps(result),
-    ):
-        run_ended.send(sender=task, store=store, **_ended(identity, RuntimeStatus.COMPLETED))
+    _end(task.app, RunIdentity.from_request(task.request), RuntimeStatus.COMPLETED, dumps(result))
 
 
 def fail_run(app: Celery, request: Any, exc: BaseException) -> None:
     """Fail the run of a step that failed for good (no-op for tasks outside a run)."""
-    identity = RunIdentity.from_request(request)
-    if identity is None:
-        return
-    store = runtime(app).store
-    if store.end_run(
-        identity.instance_id, run_id=identity.run_id, status=RuntimeStatus.FAILED,
-        output_json=dumps(f"{type(exc).__name__}: {exc}"), task_id=request.id or "",
-    ):
-        run_ended.send(sender=app, store=store, **_ended(identity, RuntimeStatus.FAILED))
+    output = dumps(f"{type(exc).__name__}: {exc}")
+    _end(app, RunIdentity.from_request(request), RuntimeStatus.FAILED, output, request.id or "")
 
 
 def revoke_run(app: Celery, request: Any) -> None:
     """Terminate the run of a revoked step (no-op for tasks outside a run)."""
-    identity = RunIdentity.from_request(request)
+    _end(app, RunIdentity.from_request(request), RuntimeStatus.TERMINATED, dumps("revoked"))
+
+
+def _end(app: Celery, identity: RunIdentity | None, status: RuntimeStatus, output_json: str,
+         task_id: str = "") -> None:
+    # Fenced in the script: a stale or repeated end writes nothing and signals nothing.
     if identity is None:
         return
     store = runtime(app).store
-    if store.end_run(
-        identity.instance_id, run_id=identity.run_id, status=RuntimeStatus.TERMINATED,
-        output_json=dumps("revoked"),
-    ):
-        run_ended.send(sender=app, store=store, **_ended(identity, RuntimeStatus.TERMINATED))
+    if store.end_run(identity.instance_id, run_id=identity.run_id, status=status,
+                     output_json=output_json, task_id=task_id):
+        run_ended.send(sender=app, store=store, **_ended(identity, status))
 
 
 def _ended(identity: RunIdentity, status: RuntimeStatus) -> dict[str, str]:

@@ -12,7 +12,8 @@ import tests.holds  # noqa: F401  (its orchestrators, registered in this process
 from singleton.recovery import reconcile, sender
 from singleton.runtime import runtime
 from singleton.settings import Settings
-from tests.workers import Worker
+from tests.probe import events
+from tests.workers import Worker, wait_until
 
 HOLDS = ("tests.probe", "tests.holds")
 
@@ -52,3 +53,17 @@ def reconcile_once(app) -> dict[str, int]:
     """One pass of the reconciler, as beat's ``singleton.reconcile`` tick runs it."""
     rt = runtime(app)
     return dict(reconcile(rt.store, send=sender(app), resend_s=rt.settings.step_lease))
+
+
+def named(redis_client, key: str, event: str) -> list[dict]:
+    """The probe events of `key` that are `event`, oldest first."""
+    return [e for e in events(redis_client, key) if e["event"] == event]
+
+
+def settles(predicate, seconds: float) -> bool:
+    """Poll `predicate` for up to `seconds`; return whether it came true (no failure)."""
+    try:
+        wait_until(predicate, seconds, "")
+    except AssertionError:
+        return False
+    return True

@@ -18,9 +18,8 @@ from singleton import RuntimeStatus, SingletonError, WaitTimeout
 from singleton.outbox import relay
 from singleton.recovery import RECONCILE_TASK
 from singleton.runtime import runtime
-from tests.durability import module_worker
+from tests.durability import module_worker, named, settles
 from tests.holds import arm, release_point
-from tests.probe import events
 from tests.test_outbox import outbox
 from tests.test_publish_failure import start_with_dead_broker
 from tests.workers import REPO, wait_until
@@ -61,19 +60,6 @@ try:
 except ServiceUnavailable as exc:
     print("unavailable", exc, flush=True)
 """
-
-
-def named(redis_client, key: str, event: str) -> list[dict]:
-    return [e for e in events(redis_client, key) if e["event"] == event]
-
-
-def settles(predicate, seconds: float) -> bool:
-    """Poll `predicate` for up to `seconds`; return whether it came true (no failure)."""
-    try:
-        wait_until(predicate, seconds, "")
-    except AssertionError:
-        return False
-    return True
 
 
 def finish(client, uid: str, timeout: float) -> RuntimeStatus | str:

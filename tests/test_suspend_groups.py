@@ -13,9 +13,9 @@ from proj.redis_server import free_port
 from singleton import InstanceIsTerminal, InvalidTransition, RuntimeStatus, WaitTimeout
 from singleton.outbox import relay
 from singleton.runtime import runtime
-from tests.durability import module_worker
+from tests.durability import module_worker, named, settles
 from tests.holds import arm, release_point
-from tests.probe import events, release
+from tests.probe import release
 from tests.workers import REPO, wait_until
 
 RESUME = """
@@ -34,19 +34,6 @@ except ServiceUnavailable as exc:
 def holds_worker(tmp_path_factory):
     """One worker with the hold points loaded, for the tests of this module."""
     yield from module_worker(tmp_path_factory)
-
-
-def named(redis_client, key: str, event: str) -> list[dict]:
-    return [e for e in events(redis_client, key) if e["event"] == event]
-
-
-def settles(predicate, seconds: float) -> bool:
-    """Poll `predicate` for up to `seconds`; return whether it came true (no failure)."""
-    try:
-        wait_until(predicate, seconds, "")
-    except AssertionError:
-        return False
-    return True
 
 
 @pytest.mark.usefixtures("holds_worker")
