@@ -263,7 +263,8 @@ def test_a_run_suspended_between_steps_stays_one_trace_when_resumed(stack, recei
         actions = f"{WEBHOOK}/instances/{instance_id}"
         assert request("POST", stack.port, f"{actions}/suspend")[0] == 202
         release(probe_redis, instance_id)
-        wait_until(lambda: (store.read(instance_id) or {}).get("park"), 30, "the next step to park")
+        # A suspend parks each delivery under its own task id, in the instance's parked hash.
+        wait_until(lambda: probe_redis.hlen(store.keys(instance_id).parked), 30, "the next step to park")
         assert request("POST", stack.port, f"{actions}/resume")[0] == 202
         wait_until(lambda: status_of(stack.port, instance_id)["runtimeStatus"] == "Completed", 30,
                    "completion")
