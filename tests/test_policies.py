@@ -7,8 +7,10 @@ from collections import Counter
 
 import pytest
 
-from singleton import IfFinished, IfLive, InstanceAlreadyExists, InvalidArgument, RuntimeStatus
+from singleton import IfFinished, IfLive, InstanceAlreadyExists, InvalidArgument, RuntimeStatus, WaitTimeout
+from tests.durability import named
 from tests.probe import events, release
+from tests.workers import wait_until
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -47,8 +49,22 @@ def test_terminate_existing_ends_the_live_run_and_starts_a_new_one(client, uid, 
     old = run_id(client, uid)
     client.start_new("Delay", uid, {"seconds": 0, "value": 1}, if_live="terminate_existing")
     assert run_id(client, uid) != old
+    release(redis_client, uid)  # the old step, if it began, must end before the new run's step runs
     assert client.wait_for_completion(uid, timeout=20).output == 1
+
+
+def test_terminate_existing_waits_for_the_ended_runs_running_step(client, uid, redis_client):
+    client.start_new("HeldThenStep", uid, {"key": uid})
+    old = run_id(client, uid)
+    wait_until(lambda: named(redis_client, uid, "start"), 20, "the held step to begin")
+    client.start_new("Probe", uid, {"seconds": 0, "key": uid, "steps": 1}, if_live="terminate_existing")
+    with pytest.raises(WaitTimeout):  # two runs of one ID never execute at once
+        client.wait_for_completion(uid, timeout=1.5)
     release(redis_client, uid)
+    assert client.wait_for_completion(uid, timeout=20).runtime_status is RuntimeStatus.COMPLETED
+    runs = [e["run"] for e in events(redis_client, uid) if e["event"] in ("start", "end") and e.get("run")]
+    assert runs[:2] == [old, old]  # the held step began and ended before the new run's step
+    assert all(run != old for run in runs[2:]) and runs[2:]
 
 
 def test_terminate_existing_under_concurrency_leaves_exactly_one_live_run(client, uid, redis_client):
