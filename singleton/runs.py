@@ -12,7 +12,7 @@ from typing import Any
 from uuid import UUID, uuid5
 
 from celery import Celery
-from celery.canvas import Signature, chain, signature
+from celery.canvas import Signature, chain, group, maybe_signature, signature
 from celery.utils import uuid
 from kombu.utils.json import dumps
 
@@ -174,7 +174,9 @@ def run_canvas(
     if steps is None:
         canvas = chain(canvas, app.signature(COMPLETE_TASK), app=app)
         identity = replace(identity, final="", plain=False)
-        canvas.stamp(**identity.stamps())
+        stamps = identity.stamps()
+        for task in _tasks(canvas):
+            _stamp(task, stamps)
         return canvas, identity
     if deterministic:
         namespace = UUID(hex=identity.run_id)
@@ -184,9 +186,7 @@ def run_canvas(
     identity = replace(identity, final=final, plain=True)
     stamps = identity.stamps()
     for step in steps:
-        # What Signature.stamp() writes for plain headers, without its visitor walk.
-        stamped = [*step.options.get("stamped_headers", ()), *stamps]
-        step.options.update(stamps, stamped_headers=list(dict.fromkeys(stamped)))
+        _stamp(step, stamps)
     for step in steps[1:]:
         # The run's record keeps what status queries need, and the first step is published
         # without a result already: a later step skips Celery's result write (SETEX and
@@ -257,6 +257,45 @@ def publish_message(app: Celery, message: dict[str, Any], **options: Any) -> Non
 def _signature(app: Celery, value: dict[str, Any]) -> Signature:
     # A decoded message holds dicts; a fresh one the signatures themselves (not copied).
     return value if isinstance(value, Signature) else signature(value, app=app)
+
+
+def _stamp(task: Signature, stamps: dict[str, str]) -> None:
+    # What Signature.stamp() writes for plain headers, without its visitor walk.
+    stamped = [*task.options.get("stamped_headers", ()), *stamps]
+    task.options.update(stamps, stamped_headers=list(dict.fromkeys(stamped)))
+
+
+def _tasks(canvas: Signature) -> Iterator[Signature]:
+    """Yield every single task of `canvas`: chain and group members, chord headers and bodies.
+
+    Signature.stamp() without a visitor skips a chord's body (only its visitor walk
+    reaches it), and Celery folds what follows a chord into that body, so a run's
+    canvas is walked here. Links are tasks the run publishes too. Members and links
+    become lists of signatures in place (a group's lazy members too: the canvas is
+    frozen before it is published anyway), so that what is stamped is what is sent.
+    """
+    for option in ("link", "link_error"):
+        if canvas.options.get(option):
+            canvas.options[option] = _signatures(canvas.options[option], app=canvas._app)
+            for link in canvas.options[option]:
+                yield from _tasks(link)
+    if canvas.subtask_type is None:
+        yield canvas
+        return
+    holder = canvas.tasks if isinstance(canvas.tasks, group) else canvas
+    field = "header" if holder.subtask_type == "chord" else "tasks"
+    holder.kwargs[field] = _signatures(holder.kwargs[field], app=canvas._app)
+    for member in holder.kwargs[field]:
+        yield from _tasks(member)
+    if canvas.subtask_type == "chord" and canvas.kwargs.get("body") is not None:
+        canvas.kwargs["body"] = maybe_signature(canvas.kwargs["body"], app=canvas._app)
+        yield from _tasks(canvas.kwargs["body"])
+
+
+def _signatures(value: Any, *, app: Celery | None) -> list[Signature]:
+    # One signature or a sequence of them (dicts, once decoded), as a list of signatures.
+    values = [value] if isinstance(value, dict) else list(value)
+    return [maybe_signature(v, app=app) for v in values]
 
 
 def _plain_steps(canvas: Signature) -> list[Signature] | None:

@@ -11,11 +11,11 @@ import os
 import time
 from typing import Any
 
-from celery import chain, group
+from celery import chain, chord, group
 from celery.canvas import Signature
 
 from proj.celery import app
-from singleton import UNSET, orchestrator, wait_for_external_event
+from singleton import UNSET, NotInRun, current_run, orchestrator, wait_for_external_event
 from singleton.runs import RunIdentity
 
 
@@ -239,3 +239,53 @@ def Timed(input: dict) -> Signature:  # noqa: N802
     """``steps`` steps of ``seconds`` each, recording their run under ``key``."""
     steps = [run_step.si(input["seconds"], input["key"], i) for i in range(input.get("steps", 1))]
     return chain(*steps) if len(steps) > 1 else steps[0]
+
+
+# -- chord callbacks and nested groups: every task of the canvas is a fenced step --------
+def current_run_id() -> str | None:
+    """The run ``current_run()`` names in this task, or None outside a step's user code."""
+    try:
+        return current_run().run_id
+    except NotInRun:
+        return None
+
+
+@app.task(bind=True)
+def seen(self, *parents: Any, key: str, name: str) -> str:
+    """Record the stamp's run and ``current_run()``'s; a chord callback gets its parts first."""
+    record(key, "seen", self.request.id, name=name, run=run_of(self.request), current=current_run_id())
+    return name
+
+
+def _seen(key: str, name: str, *, callback: bool = False) -> Signature:
+    # A chord's callback takes its header's results; every other task is immutable.
+    return seen.s(key=key, name=name) if callback else seen.si(key=key, name=name)
+
+
+def nested_canvas(key: str, shape: str) -> Signature:
+    """A canvas of `seen` tasks, each named by its place: the shapes Celery turns into chords."""
+    members = [_seen(key, "member-a"), _seen(key, "member-b")]
+    shapes = {
+        # A group followed by a task: Celery makes the task the callback of a chord.
+        "group-then-task": lambda: chain(group(members), _seen(key, "join", callback=True)),
+        "chord-in-chain": lambda: chain(
+            _seen(key, "first"), chord(members, _seen(key, "callback", callback=True)), _seen(key, "last")
+        ),
+        "group-in-group": lambda: group(group(members), _seen(key, "outer")),
+        "chord-in-group": lambda: group(chord(members, _seen(key, "callback", callback=True)),
+                                        _seen(key, "outer")),
+    }
+    return shapes[shape]()
+
+
+@orchestrator
+def Nested(input: dict) -> Signature:  # noqa: N802
+    """One of ``nested_canvas``'s shapes, recording under ``key``."""
+    return nested_canvas(input["key"], input["shape"])
+
+
+@orchestrator
+def HeldFanOut(input: dict) -> Signature:  # noqa: N802
+    """Two held group members, then a callback (a chord): to end the run while they run."""
+    key = input["key"]
+    return chain(group(held_step.si(key), held_step.si(key)), _seen(key, "callback", callback=True))
