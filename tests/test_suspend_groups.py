@@ -91,7 +91,11 @@ def test_a_step_redelivered_during_a_suspend_does_not_run_again_beside_the_first
     client.suspend(uid)
     received = f"Task tests.probe.held_step[{task_id}] received"
     wait_until(lambda: worker.log.read_text().count(received) >= 2, 30, "the step's redelivery")
-    settles(lambda: "park" in (runtime(client._app).store.read(uid) or {}), 3)  # its gate verdict
+    # Its gate finds the first delivery's lease live (busy comes before suspended), so it
+    # waits rather than parks: a parked copy of a running step would run again on resume.
+    waiting = f"to run tests.probe.held_step[{task_id}]: another delivery holds it"
+    wait_until(lambda: waiting in worker.text(), 20, "the redelivery's gate verdict")
+    assert not redis_client.hgetall(runtime(client._app).store.keys(uid).parked)
     client.resume(uid)
     twice = settles(lambda: len(named(redis_client, uid, "start")) >= 2, 4)
     for _ in range(2):
