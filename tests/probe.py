@@ -262,6 +262,15 @@ def _seen(key: str, name: str, *, callback: bool = False) -> Signature:
     return seen.s(key=key, name=name) if callback else seen.si(key=key, name=name)
 
 
+# Every task of each of nested_canvas's shapes, by the name it records.
+NESTED_SHAPES = {
+    "group-then-task": {"member-a", "member-b", "join"},
+    "chord-in-chain": {"first", "member-a", "member-b", "callback", "last"},
+    "group-in-group": {"member-a", "member-b", "outer"},
+    "chord-in-group": {"member-a", "member-b", "callback", "outer"},
+}
+
+
 def nested_canvas(key: str, shape: str) -> Signature:
     """A canvas of `seen` tasks, each named by its place: the shapes Celery turns into chords."""
     members = [_seen(key, "member-a"), _seen(key, "member-b")]

@@ -12,20 +12,11 @@ import pytest
 from singleton import RuntimeStatus
 from singleton.runtime import runtime
 from tests.durability import named
-from tests.probe import release, release_all
+from tests.probe import NESTED_SHAPES, release, release_all
 from tests.services import both_brokers
 from tests.workers import wait_until
 
 pytestmark = [pytest.mark.usefixtures("worker"), both_brokers]
-
-# Every task of each shape, by the name it records (tests/probe.py nested_canvas).
-SHAPES = {
-    "group-then-task": ["join", "member-a", "member-b"],
-    "chord-in-chain": ["callback", "first", "last", "member-a", "member-b"],
-    "group-in-group": ["member-a", "member-b", "outer"],
-    "chord-in-group": ["callback", "member-a", "member-b", "outer"],
-}
-
 
 def skipped_callback(worker, uid: str) -> bool:
     """Whether the worker logged that a gate refused a `seen` step of instance `uid`."""
@@ -33,14 +24,14 @@ def skipped_callback(worker, uid: str) -> bool:
                for line in worker.text().splitlines())
 
 
-@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("shape", list(NESTED_SHAPES))
 def test_every_task_of_a_nested_canvas_runs_as_a_step_of_its_run(app, client, uid, redis_client, shape):
     client.start_new("Nested", uid, {"key": uid, "shape": shape})
     # The appended completion task ends the run only if it, too, carries the run's stamp.
     assert client.wait_for_completion(uid, timeout=30).runtime_status is RuntimeStatus.COMPLETED
     run_id = runtime(app).store.read(uid)["run"]
     seen = named(redis_client, uid, "seen")
-    assert sorted(e["name"] for e in seen) == SHAPES[shape]
+    assert sorted(e["name"] for e in seen) == sorted(NESTED_SHAPES[shape]), "each task once"
     runs = {e["name"]: (e["run"], e["current"]) for e in seen}
     unfenced = {name: run for name, run in runs.items() if run != (run_id, run_id)}
     assert not unfenced, f"tasks that ran outside run {run_id} (stamp, current_run): {unfenced}"

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from celery import chord
+from celery.canvas import Signature
 
 from singleton import CurrentRun, NotInRun, RuntimeStatus, current_run
-from singleton.runs import STAMP, RunIdentity, broker_countdown
+from singleton.runs import COMPLETE_TASK, STAMP, RunIdentity, broker_countdown, run_canvas, run_message
 from singleton.runtime import runtime
 from tests.durability import module_worker
 from tests.holds import ledger_write
-from tests.probe import events
+from tests.probe import NESTED_SHAPES, events, nested_canvas, seen
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +92,42 @@ def test_countdowns_on_quorum_queues_are_whole_seconds_of_at_least_one() -> None
     quorum = SimpleNamespace(conf=SimpleNamespace(task_default_queue_type="quorum"))
     assert [broker_countdown(classic, c) for c in (0.3, 1.5, 0)] == [0.3, 1.5, 0]
     assert [broker_countdown(quorum, c) for c in (0.3, 1.5, 0)] == [1.0, 2.0, 0]
+
+
+def single_tasks(value: Any) -> Iterator[dict]:
+    """Every single task in a canvas's message form (a signature is a dict with a ``task``)."""
+    if isinstance(value, dict):
+        if "task" in value and not value.get("subtask_type"):
+            yield value
+        for item in value.values():
+            yield from single_tasks(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from single_tasks(item)
+
+
+def unstamped_in_message(app, canvas: Signature) -> tuple[set[str], list[str]]:
+    """Publish-ready `canvas` of a run: the names of its tasks, and those without the run's stamp."""
+    published, identity = run_canvas(app, canvas, RunIdentity("nightly", "ab" * 16, "Nested"))
+    message = json.loads(json.dumps(run_message(published)["canvas"]))
+    tasks = [(t["kwargs"].get("name") or t["task"], t["options"]) for t in single_tasks(message)]
+    unstamped = [name for name, options in tasks if options.get(STAMP) != identity.stamp_value()
+                 or STAMP not in options.get("stamped_headers", ())]
+    return {name for name, _ in tasks}, unstamped
+
+
+@pytest.mark.parametrize("shape", list(NESTED_SHAPES))
+def test_every_task_of_a_canvas_with_a_group_or_chord_carries_the_runs_stamp(app, shape) -> None:
+    # What the message holds, wherever Celery nests it (a chord's body rides in each
+    # header member's options too): no copy of a task may lack the stamp.
+    names, unstamped = unstamped_in_message(app, nested_canvas("k", shape))
+    assert names == {*NESTED_SHAPES[shape], COMPLETE_TASK}
+    assert not unstamped
+
+
+def test_a_link_of_a_chord_callback_carries_the_runs_stamp(app) -> None:
+    callback = seen.s(key="k", name="callback")
+    callback.link(seen.si(key="k", name="linked"))
+    names, unstamped = unstamped_in_message(app, chord([seen.si(key="k", name="member")], callback))
+    assert names == {"member", "callback", "linked", COMPLETE_TASK}
+    assert not unstamped
