@@ -274,22 +274,35 @@ def _tasks(canvas: Signature) -> Iterator[Signature]:
     become lists of signatures in place (a group's lazy members too: the canvas is
     frozen before it is published anyway), so that what is stamped is what is sent.
     """
-    for option in ("link", "link_error"):
-        if canvas.options.get(option):
-            canvas.options[option] = _signatures(canvas.options[option], app=canvas._app)
-            for link in canvas.options[option]:
-                yield from _tasks(link)
+    for link in _links(canvas):
+        yield from _tasks(link)
     if canvas.subtask_type is None:
         yield canvas
         return
+    for member in _members(canvas):
+        yield from _tasks(member)
+
+
+def _links(canvas: Signature) -> list[Signature]:
+    # Its callbacks and errbacks, as signatures in place.
+    links = []
+    for option in ("link", "link_error"):
+        if canvas.options.get(option):
+            canvas.options[option] = _signatures(canvas.options[option], app=canvas._app)
+            links.extend(canvas.options[option])
+    return links
+
+
+def _members(canvas: Signature) -> list[Signature]:
+    # A chain's or a group's tasks, or a chord's header tasks and body, as signatures in place.
     holder = canvas.tasks if isinstance(canvas.tasks, group) else canvas
     field = "header" if holder.subtask_type == "chord" else "tasks"
     holder.kwargs[field] = _signatures(holder.kwargs[field], app=canvas._app)
-    for member in holder.kwargs[field]:
-        yield from _tasks(member)
+    members = list(holder.kwargs[field])
     if canvas.subtask_type == "chord" and canvas.kwargs.get("body") is not None:
         canvas.kwargs["body"] = maybe_signature(canvas.kwargs["body"], app=canvas._app)
-        yield from _tasks(canvas.kwargs["body"])
+        members.append(canvas.kwargs["body"])
+    return members
 
 
 def _signatures(value: Any, *, app: Celery | None) -> list[Signature]:
