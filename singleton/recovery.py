@@ -18,6 +18,12 @@ its ID. A run past its orchestrator's ``timeout`` fails as timed out. Suspended 
 and runs waiting for an event are silent by design and are left alone. Each pass
 first re-sends the outbox entries whose publish was never confirmed (``outbox.relay``).
 
+A step the broker lost before it reached its gate is covered too, for a group's
+members: a worker that pops a message and dies before the broker records it as
+unacked (kombu's Redis transport does the two in two commands) leaves it nowhere.
+Each member's message is kept as it is published (``keep_group_members``) and sent
+again when it has not reached its gate within a step lease.
+
 The reconciler is the ``singleton.reconcile`` task; celeryconfig schedules it with
 beat (``reconcile_entry``) every ``singleton_reconcile_interval`` seconds. Every decision is made inside
 one script per run, so two reconcilers at once are harmless.
@@ -31,10 +37,14 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task
+from celery.app.task import Context
 from celery.canvas import signature
+from celery.signals import before_task_publish
 from kombu.utils.json import dumps, loads
 
+from .errors import ServiceUnavailable
 from .outbox import relay
+from .runs import RunIdentity
 from .runtime import runtime
 from .settings import Settings
 from .signals import reconciled
@@ -93,6 +103,50 @@ def sender(app: Celery) -> Callable[[str], None]:
     return send
 
 
+def keep_group_members(app: Celery) -> Callable[..., None]:
+    """Return the ``before_task_publish`` receiver that keeps each group member's message.
+
+    A member of a run's group is kept in the run's steps, as its gate would keep it,
+    before the broker has it; the reconciler sends it again if it has not reached its
+    gate within a step lease (its delivery died with a worker). Any other publish is
+    left alone: the step before it keeps its message until it starts.
+    """
+
+    def keep(body: Any = None, exchange: str = "", routing_key: str = "",
+             headers: dict[str, Any] | None = None, properties: dict[str, Any] | None = None,
+             **_: Any) -> None:
+        headers = headers or {}
+        identity = RunIdentity.from_stamps(headers.get("stamps") or {})
+        task = app.tasks.get(headers.get("task") or "")
+        if identity is None or task is None or not headers.get("group") or len(body or ()) != 3:
+            return
+        message = dumps(dict(_published_signature(task, body, headers, properties or {},
+                                                  exchange=exchange, routing_key=routing_key)))
+        rt = runtime(app)
+        try:
+            rt.store.keep_published(identity.instance_id, run_id=identity.run_id,
+                                    task_id=headers["id"], message_json=message,
+                                    wait_s=rt.settings.step_lease)
+        except ServiceUnavailable:
+            # The publish goes on: the broker alone holds the member, as for any step.
+            logger.warning("The store is unreachable; a member of instance %r is not kept.",
+                           identity.instance_id)
+
+    return keep
+
+
+def _published_signature(task: Task, body: Any, headers: dict[str, Any], properties: dict[str, Any],
+                         *, exchange: str, routing_key: str) -> Any:
+    # The request a worker would build from this message (headers and the body's embed),
+    # so the signature is the one the member's gate keeps.
+    args, kwargs, embed = body
+    delivery = {"exchange": exchange, "routing_key": routing_key, "priority": properties.get("priority")}
+    request = Context({**headers, **(embed or {}), "args": args, "kwargs": kwargs,
+                       "delivery_info": delivery, "reply_to": properties.get("reply_to"),
+                       "correlation_id": properties.get("correlation_id")})
+    return task.signature_from_request(request, args, kwargs)
+
+
 def reconcile_entry(interval: float) -> dict[str, Any]:
     """Return the ``beat_schedule`` entry that runs the reconciler every `interval` seconds.
 
@@ -103,7 +157,8 @@ def reconcile_entry(interval: float) -> dict[str, Any]:
 
 
 def register(app: Celery) -> None:
-    """Register the reconciler task on `app`."""
+    """Register the reconciler task on `app`, and keep its runs' group members as published."""
+    before_task_publish.connect(keep_group_members(app), weak=False)
 
     @app.task(name=RECONCILE_TASK, bind=True, base=Task, ignore_result=True)
     def reconcile_task(self: Task) -> dict[str, int]:
