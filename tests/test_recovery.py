@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 import uuid
 
@@ -13,18 +11,8 @@ from singleton import RuntimeStatus
 from singleton.recovery import RECONCILE_TASK, reconcile
 from singleton.runtime import runtime
 from singleton.store import StepVerdict, Store
-from tests.durability import HOLDS, reconcile_once
 from tests.probe import events, release
-from tests.workers import Worker, wait_until
-
-# What a worker does first when it takes a message from the Redis broker (kombu's
-# BRPOP), before it records it as unacked: this process is killed in between.
-THIEF = """
-import sys, redis
-message = redis.Redis.from_url(sys.argv[1]).brpop(["celery"], timeout=30)
-print("took" if message else "none", flush=True)
-sys.stdin.read()
-"""
+from tests.workers import wait_until
 
 
 def claim(store: Store, instance_id: str, **options):
@@ -187,33 +175,3 @@ def test_an_overdue_run_fails_as_timed_out_and_its_next_step_never_starts(
                "the next step to be skipped")
     assert [e["event"] for e in events(redis_client, uid)] == ["start", "end"]
 
-
-def test_a_group_member_a_killed_worker_popped_before_its_gate_is_sent_again(
-    app, client, uid, redis_client, redis_server, tmp_path
-):
-    # Redis broker (the session's): RabbitMQ redelivers a killed consumer's message itself.
-    w = Worker(tmp_path / "worker.log", imports=HOLDS).start()
-    try:
-        client.start_new("HeldThenGroup", uid, {"key": uid, "members": 3})
-        held = wait_until(lambda: [e for e in events(redis_client, uid) if e["event"] == "start"], 20,
-                          "the held step to start")[0]
-        # The worker takes no more messages: the group waits in the broker's queue.
-        assert app.control.cancel_consumer("celery", destination=[w.node], reply=True)
-        release(redis_client, uid)
-        wait_until(lambda: redis_client.llen("celery") == 3, 20, "the group's three members to be queued")
-        thief = subprocess.Popen([sys.executable, "-c", THIEF, redis_server.url],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert thief.stdout.readline().strip() == "took"
-        thief.kill()  # SIGKILL: the member it popped is neither queued nor unacked
-        thief.wait(10)
-        assert redis_client.llen("celery") == 2 and redis_client.hlen("unacked") == 0
-        assert app.control.add_consumer("celery", destination=[w.node], reply=True)
-        # Beat's reconciler pass, run here: the member kept at publish goes out again
-        # once a step lease (2 s here) passes without it reaching its gate.
-        done = wait_until(lambda: reconcile_once(app) is not None and client.get_status(uid).runtime_status
-                          .is_terminal and client.get_status(uid), 30, "the run to end")
-    finally:
-        w.stop()
-    members = [e for e in events(redis_client, uid) if e["event"] == "start" and e["task"] != held["task"]]
-    assert done.runtime_status is RuntimeStatus.COMPLETED, (done.output, members)
-    assert len({e["task"] for e in members}) == 3, members
