@@ -174,4 +174,3 @@ def test_an_overdue_run_fails_as_timed_out_and_its_next_step_never_starts(
     wait_until(lambda: f"instance {uid!r} is not running this step" in worker.log.read_text(), 20,
                "the next step to be skipped")
     assert [e["event"] for e in events(redis_client, uid)] == ["start", "end"]
-
