@@ -36,6 +36,7 @@ def test_a_short_chaos_run_breaks_no_invariant(tmp_path, broker):
     on_rabbitmq = ["--broker", broker.url] if broker.kind == "rabbitmq" else []
     done = subprocess.run(
         [sys.executable, "-m", "chaos", "--seconds", SECONDS, "--seed", "7", "--out", str(tmp_path),
+         "--timings", "short",
          *on_rabbitmq],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=360,
     )
