@@ -229,9 +229,9 @@ class Store:
     def keep_published(
         self, instance_id: str, *, run_id: str, task_id: str, message_json: str, wait_s: float
     ) -> bool:
-        """Keep a group member's message as it is published, until it reaches its gate.
+        """Keep a step's message as it is published (a group's member, a countdown), until its gate.
 
-        If it has not within `wait_s`, the reconciler sends it again (same task id).
+        If it has not reached its gate within `wait_s`, the reconciler sends it again (same task id).
         False when the run is not current and live, or the step is known already.
         """
         args = [run_id, task_id, message_json, _us(wait_s), self._retention_us]
