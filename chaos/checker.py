@@ -346,6 +346,9 @@ def check(driver: Any, log_dir: Path, stopped_at: float, grace: float) -> dict[s
         "redis_restarts": driver.redis_check,
         "lost_in_crash_window": lost_inside,
         "fault_log": driver.faults,
+        # Every start and burst with the ID's status around it: how long a run waited for
+        # its first step, read against the step log.
+        "start_log": [*driver.starts, *driver.bursts],
         "violations": {name: len(items) for name, items in violations.items()},
         "details": violations,
     }
