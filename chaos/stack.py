@@ -32,7 +32,10 @@ TIMINGS = {
     "defaults": {},
     "short": {
         "SINGLETON_STEP_LEASE": "4",
-        "SINGLETON_RUN_LEASE": "8",
+        # Above the longest wait for a first step the load makes (about 10 s measured on
+        # RabbitMQ with a worker down): a run lease bounds that wait too, and a shorter
+        # one fails runs still queued as Lost.
+        "SINGLETON_RUN_LEASE": "30",
         "SINGLETON_RECONCILE_INTERVAL": "2",
         "SINGLETON_VISIBILITY_TIMEOUT": "10",
         "SINGLETON_MAX_COUNTDOWN": "4",
