@@ -41,7 +41,7 @@ bench-http: $(VENV)/.test-deps
 
 # The real stack under faults for CHAOS_SECONDS (default 300), then the invariant checker.
 chaos: $(VENV)/.test-deps
-	$(BIN)/python -m chaos --seconds $${CHAOS_SECONDS:-300} --out var/chaos-$$(date +%Y%m%d-%H%M%S)
+	$(BIN)/python -m chaos --seconds $${CHAOS_SECONDS:-300} --timings $${CHAOS_TIMINGS:-defaults} --out var/chaos-$$(date +%Y%m%d-%H%M%S)
 
 # Larger budgets than CI's for the schemathesis pass and the model-based test.
 fuzz: $(VENV)/.test-deps

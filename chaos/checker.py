@@ -185,9 +185,16 @@ def wedged(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for r in records if r["status"] in LIVE and (r["status"] == "Suspended" or r["parked"])]
 
 
-def lost_or_timed_out(records: list[dict[str, Any]], worker_logs: list[str]) -> list[dict[str, Any]]:
-    """Return runs failed as Lost or TimedOut: on record, or as the reconciler logged them."""
-    found = [{"instance": r["instance"], "run": r["run"], "output": r["output"][:120]}
+def lost_or_timed_out(records: list[dict[str, Any]], worker_logs: list[str],
+                      execs: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+    """Return runs failed as Lost or TimedOut: on record, or as the reconciler logged them.
+
+    Each run on record comes with what tells its cause: when it was created and failed
+    (epoch seconds) and the step executions it began (`execs`).
+    """
+    began: Counter[str] = Counter(e["run"] for e in execs)
+    found = [{"instance": r["instance"], "run": r["run"], "output": r["output"][:120],
+              "created": r.get("created"), "failed": r["updated"], "steps_began": began[r["run"]]}
              for r in records if r["status"] == "Failed"
              and str(r.get("output") or "").startswith(("Lost", "TimedOut"))]
     on_record = {(f["instance"], f["output"].split(":")[0]) for f in found}
@@ -289,7 +296,8 @@ def records(client: Any) -> list[dict[str, Any]]:
     statuses = client.get_status_all(show_input=False)
     rows = runtime(client._app).store.read_many(s.instance_id for s in statuses)
     return [{"instance": s.instance_id, "run": s.run_id, "status": s.runtime_status.value,
-             "updated": s.last_updated_time.timestamp(), "parked": bool((row or {}).get("park")),
+             "updated": s.last_updated_time.timestamp(), "created": s.created_time.timestamp(),
+             "parked": bool((row or {}).get("park")),
              "output": s.output if isinstance(s.output, str) else json.dumps(s.output)}
             for s, row in zip(statuses, rows, strict=True) if row is not None]
 
@@ -314,7 +322,7 @@ def check(driver: Any, log_dir: Path, stopped_at: float, grace: float) -> dict[s
         "unfinished": unfinished(execs, stopped_at),
         "stuck": stuck(on_record, execs, stopped_at, grace),
         "wedged": wedged(on_record),
-        "lost_or_timed_out": lost_or_timed_out(on_record, worker_logs),
+        "lost_or_timed_out": lost_or_timed_out(on_record, worker_logs, execs),
         "lost_records": lost_outside,
         "duplicate_202s": duplicate_202s([*driver.bursts, *driver.starts]),
         "failed_claims": failed_claims([*driver.bursts, *driver.starts], driver.restart_windows),
@@ -338,6 +346,9 @@ def check(driver: Any, log_dir: Path, stopped_at: float, grace: float) -> dict[s
         "redis_restarts": driver.redis_check,
         "lost_in_crash_window": lost_inside,
         "fault_log": driver.faults,
+        # Every start and burst with the ID's status around it: how long a run waited for
+        # its first step, read against the step log.
+        "start_log": [*driver.starts, *driver.bursts],
         "violations": {name: len(items) for name, items in violations.items()},
         "details": violations,
     }

@@ -14,22 +14,36 @@ from pathlib import Path
 
 from devtools.processes import DeadlinePassed, ManagedProcess, ProcessFailed
 from proj.redis_server import RedisServer, free_port
+from singleton.settings import REDIS_VISIBILITY_TIMEOUT, Settings, environ_conf
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Short leases and intervals, so that recovery happens within a short run.
+# What every chaos stack sets: its own key prefix, no task events, an open API.
 SETTINGS = {
     "SINGLETON_KEY_PREFIX": "chaos",
-    "SINGLETON_STEP_LEASE": "4",
-    "SINGLETON_RUN_LEASE": "8",
-    "SINGLETON_RECONCILE_INTERVAL": "2",
-    "SINGLETON_VISIBILITY_TIMEOUT": "10",
-    "SINGLETON_MAX_COUNTDOWN": "4",
-    "BROKER_RESTORE_INTERVAL": "1",
     "TASK_EVENTS": "0",
     "TASK_SENT_EVENTS": "0",
     "API_AUTH": "anonymous",
 }
+# The timings a stack runs with: the library's shipped defaults (nothing set: step
+# lease 60 s, run lease 300 s, reconciler every 30 s, Redis visibility timeout 1 h), or
+# short ones, so that recovery happens within a short run (CI's version).
+TIMINGS = {
+    "defaults": {},
+    "short": {
+        "SINGLETON_STEP_LEASE": "4",
+        # Above the longest wait for a first step the load makes (about 10 s measured on
+        # RabbitMQ with a worker down): a run lease bounds that wait too, and a shorter
+        # one fails runs still queued as Lost.
+        "SINGLETON_RUN_LEASE": "30",
+        "SINGLETON_RECONCILE_INTERVAL": "2",
+        "SINGLETON_VISIBILITY_TIMEOUT": "10",
+        "SINGLETON_MAX_COUNTDOWN": "4",
+        "BROKER_RESTORE_INTERVAL": "1",
+    },
+}
+# The variables a stack may set for its processes; the driver's process takes them too.
+VARIABLES = (*SETTINGS, *TIMINGS["short"])
 
 
 # The append-only file's fsync policy: "everysec", so a crash of the host may lose up
@@ -50,8 +64,11 @@ class Stack:
     Redis is the broker too unless a broker URL is given (RabbitMQ, say).
     """
 
-    def __init__(self, directory: Path, *, broker_url: str = "") -> None:
-        """Lay out the stack in `directory`; `broker_url` (amqp://...) replaces its Redis broker."""
+    def __init__(self, directory: Path, *, broker_url: str = "", timings: str = "defaults") -> None:
+        """Lay out the stack in `directory`; `broker_url` (amqp://...) replaces its Redis broker.
+
+        `timings` names an entry of ``TIMINGS``: the shipped defaults, or short ones.
+        """
         self.directory = directory
         self.log_dir = directory / "steps"
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -59,9 +76,11 @@ class Stack:
         self.redis = RedisServer(directory / "redis", appendonly=True,
                                  extra_args=["--appendfsync", APPENDFSYNC])
         self.web_port = free_port()
-        self.env = {**os.environ, **SETTINGS, "REDIS_URL": self.redis.url,
+        self.env = {**os.environ, **SETTINGS, **TIMINGS[timings], "REDIS_URL": self.redis.url,
                     "CHAOS_LOG_DIR": str(self.log_dir)}
-        for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "API_KEYS"):
+        # Only the chosen timings: none inherited from the caller's environment.
+        unset = [name for name in TIMINGS["short"] if name not in TIMINGS[timings]]
+        for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "API_KEYS", *unset):
             self.env.pop(name, None)
         if broker_url:
             self.env["CELERY_BROKER_URL"] = broker_url
@@ -89,6 +108,14 @@ class Stack:
         except (ProcessFailed, DeadlinePassed):
             raise RuntimeError(f"the API did not come up; see {self.directory / 'web.log'}") from None
         return self
+
+    def settings(self) -> Settings:
+        """Return the singleton layer's settings as the stack's processes read them."""
+        return Settings.from_conf(environ_conf(self.env))
+
+    def visibility_timeout(self) -> float:
+        """Return the Redis broker's visibility timeout the stack's workers use (seconds)."""
+        return float(self.env.get("SINGLETON_VISIBILITY_TIMEOUT", REDIS_VISIBILITY_TIMEOUT))
 
     def _web_answers(self) -> bool:
         try:

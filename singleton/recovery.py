@@ -18,6 +18,15 @@ its ID. A run past its orchestrator's ``timeout`` fails as timed out. Suspended 
 and runs waiting for an event are silent by design and are left alone. Each pass
 first re-sends the outbox entries whose publish was never confirmed (``outbox.relay``).
 
+Steps the broker may lose before they reach their gate are kept as they are published
+(``keep_published``), and sent again when they have not reached it within a step
+lease (after their countdown): a group's members, whose publisher's own kept message
+cannot stand for them once one of them starts (a worker that pops a message and dies
+before the Redis transport records it as unacked, which it does in a second command,
+leaves it nowhere), and countdown messages (a continued run's first step), which a
+worker holds unacked until they are due, so a killed one leaves them to the broker's
+visibility timeout. Any other step is handed on by the step before it (reap.lua).
+
 The reconciler is the ``singleton.reconcile`` task; celeryconfig schedules it with
 beat (``reconcile_entry``) every ``singleton_reconcile_interval`` seconds. Every decision is made inside
 one script per run, so two reconcilers at once are harmless.
@@ -28,13 +37,18 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery, Task
+from celery.app.task import Context
 from celery.canvas import signature
+from celery.signals import before_task_publish
 from kombu.utils.json import dumps, loads
 
+from .errors import ServiceUnavailable
 from .outbox import relay
+from .runs import RunIdentity
 from .runtime import runtime
 from .settings import Settings
 from .signals import reconciled
@@ -93,6 +107,59 @@ def sender(app: Celery) -> Callable[[str], None]:
     return send
 
 
+def keep_published(app: Celery) -> Callable[..., None]:
+    """Return the ``before_task_publish`` receiver that keeps the messages the broker may lose.
+
+    A run's step published as a group's member or with a countdown is kept in the
+    run's steps, as its gate would keep it, before the broker has it; the reconciler
+    sends it again if it has not reached its gate within a step lease of being due.
+    """
+
+    def keep(body: Any = None, exchange: str = "", routing_key: str = "",
+             headers: dict[str, Any] | None = None, properties: dict[str, Any] | None = None,
+             **_: Any) -> None:
+        headers = headers or {}
+        if not (headers.get("group") or headers.get("eta")) or len(body or ()) != 3:
+            return
+        identity = RunIdentity.from_stamps(headers.get("stamps") or {})
+        task = app.tasks.get(headers.get("task") or "")
+        if identity is None or task is None:
+            return
+        message = dumps(dict(_published_signature(task, body, headers, properties or {},
+                                                  exchange=exchange, routing_key=routing_key)))
+        rt = runtime(app)
+        try:
+            rt.store.keep_published(identity.instance_id, run_id=identity.run_id, task_id=headers["id"],
+                                    message_json=message, wait_s=_due_in(headers) + rt.settings.step_lease)
+        except ServiceUnavailable:
+            # The publish goes on: the broker alone holds the step, as for any other.
+            logger.warning("The store is unreachable; a step of instance %r is not kept.",
+                           identity.instance_id)
+
+    return keep
+
+
+def _due_in(headers: dict[str, Any]) -> float:
+    # Seconds until a countdown message is due (0 for one due now).
+    eta = headers.get("eta")
+    if not eta:
+        return 0.0
+    due = datetime.fromisoformat(eta)
+    return max(0.0, (due - datetime.now(due.tzinfo or UTC)).total_seconds())
+
+
+def _published_signature(task: Task, body: Any, headers: dict[str, Any], properties: dict[str, Any],
+                         *, exchange: str, routing_key: str) -> Any:
+    # The request a worker would build from this message (headers and the body's embed),
+    # so the signature is the one the member's gate keeps.
+    args, kwargs, embed = body
+    delivery = {"exchange": exchange, "routing_key": routing_key, "priority": properties.get("priority")}
+    request = Context({**headers, **(embed or {}), "args": args, "kwargs": kwargs,
+                       "delivery_info": delivery, "reply_to": properties.get("reply_to"),
+                       "correlation_id": properties.get("correlation_id")})
+    return task.signature_from_request(request, args, kwargs)
+
+
 def reconcile_entry(interval: float) -> dict[str, Any]:
     """Return the ``beat_schedule`` entry that runs the reconciler every `interval` seconds.
 
@@ -103,7 +170,8 @@ def reconcile_entry(interval: float) -> dict[str, Any]:
 
 
 def register(app: Celery) -> None:
-    """Register the reconciler task on `app`."""
+    """Register the reconciler task on `app`, and keep the messages the broker may lose."""
+    before_task_publish.connect(keep_published(app), weak=False)
 
     @app.task(name=RECONCILE_TASK, bind=True, base=Task, ignore_result=True)
     def reconcile_task(self: Task) -> dict[str, int]:

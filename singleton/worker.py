@@ -101,7 +101,7 @@ class SingletonTask(Task):
                 return rt.store.begin_step(
                     identity.instance_id, run_id=identity.run_id, task_id=lease.task_id,
                     token=lease.token, lease_s=rt.settings.step_lease, name=self.name,
-                    message_json=message, parent_id=self.request.parent_id or "",
+                    message_json=message, parent_id=_parent_to_drop(self.request),
                 )
             except ServiceUnavailable:
                 if time.monotonic() > deadline:
@@ -181,6 +181,13 @@ class SingletonTask(Task):
             # The replacement runs under this task's id: free the lease before it starts.
             self.request.singleton_lease.release()
         return super().on_replace(sig)
+
+
+def _parent_to_drop(request: Any) -> str:
+    # The step before this one, whose kept message this start makes useless. Not for a
+    # group's member: its publisher may have died before it published every sibling,
+    # and re-sending the step before publishes the group again (same ids; gates dedupe).
+    return "" if request.group else (request.parent_id or "")
 
 
 # -- a run's end, from outside its steps -------------------------------------------

@@ -138,6 +138,13 @@ def test_runs_failed_as_lost_or_timed_out_are_found_on_record_and_in_the_reconci
     assert [f["instance"] for f in found] == ["a", "b", "e"]
 
 
+def test_a_lost_run_is_reported_with_its_lifetime_and_the_steps_it_began():
+    lost = {**record("a", "Failed", run="r7", updated=19.5, output="Lost: no sign of life"), "created": 11.0}
+    execs = [{"run": "r7", "t": 12.0, "end": 13.0}, {"run": "r8", "t": 12.0, "end": 13.0}]
+    (found,) = lost_or_timed_out([lost], [], execs)
+    assert (found["created"], found["failed"], found["steps_began"]) == (11.0, 19.5, 1)
+
+
 def test_a_record_lost_in_the_restart_and_claimed_again_is_lost_despite_a_higher_fence():
     before = {"a": {"run": "r1", "fence": "5", "status": "Running"},
               "b": {"run": "r2", "fence": "7", "status": "Completed"},

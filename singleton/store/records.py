@@ -226,6 +226,18 @@ class Store:
         return _gate(self._run("begin_step", instance_id, args))
 
     @_unavailable
+    def keep_published(
+        self, instance_id: str, *, run_id: str, task_id: str, message_json: str, wait_s: float
+    ) -> bool:
+        """Keep a step's message as it is published (a group's member, a countdown), until its gate.
+
+        If it has not reached its gate within `wait_s`, the reconciler sends it again (same task id).
+        False when the run is not current and live, or the step is known already.
+        """
+        args = [run_id, task_id, message_json, _us(wait_s), self._retention_us]
+        return bool(self._run("published", instance_id, args))
+
+    @_unavailable
     def renew_step(self, instance_id: str, *, run_id: str, task_id: str, token: str, lease_s: float) -> bool:
         """Extend the step's lease to `lease_s` from now; False if the delivery lost it."""
         args = [run_id, task_id, token, "renew", _us(lease_s), ""]

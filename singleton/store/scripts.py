@@ -19,6 +19,7 @@ NAMES = (
     "claim", "undo_claim", "begin_step", "step_mark", "end_run", "terminate", "purge",
     "suspend", "resume", "park", "raise_event", "event_timeout", "set_custom",
     "continue", "continued", "reap", "tick", "hold_buffer", "release_buffer", "sent", "relay",
+    "published",
 )
 
 
