@@ -46,7 +46,17 @@ from .status import (
     validate_event_name,
     validate_instance_id,
 )
-from .store import SHARDS, START_ENTRY, ClaimResult, ClaimVerdict, Release, Verdict
+from .store import (
+    SHARDS,
+    START_ENTRY,
+    ClaimResult,
+    ClaimVerdict,
+    Recorded,
+    Recorders,
+    Release,
+    Unrecordable,
+    Verdict,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +88,7 @@ class OrchestrationClient:
         self._store = runtime(app).store
         self._settings = runtime(app).settings
         self._run_lease = self._settings.run_lease
+        self._recorders = Recorders(app, self._store.connection_kwargs())
 
     # -- starting ---------------------------------------------------------------
     def start_new(
@@ -164,6 +175,9 @@ class OrchestrationClient:
         identity = RunIdentity(instance_id, uuid.uuid4().hex, orchestrator.name)
         canvas, identity = run_canvas(self._app, canvas, identity)
         message = run_message(canvas)
+        # Where the broker is the store's database, the claim pushes the message itself:
+        # it reaches its queue exactly when the claim succeeds, in one round trip.
+        recorded = self._record(message, instance_id)
         # The claim keeps the first message in the instance's outbox: a caller that dies
         # before its publish leaves it to a retried start or the reconciler to send.
         claim = decision.claim(
@@ -171,7 +185,7 @@ class OrchestrationClient:
             input_json=input_json,
             if_live=live, if_finished=finished, request_id=request_id,
             lease_s=orchestrator.lease or self._run_lease, timeout_s=orchestrator.timeout or 0.0,
-            message_json=encode_message(message),
+            message_json=encode_message(message), recorded=recorded,
         )
         if claim.outcome is ClaimVerdict.EXISTING:
             if claim.message:
@@ -182,6 +196,28 @@ class OrchestrationClient:
         if claim.ended:  # terminate_existing ended the live run in the same script
             run_ended.send(sender=self, store=self._store, instance_id=instance_id,
                            orchestrator=claim.ended, status=RuntimeStatus.TERMINATED.value)
+        if recorded is None:
+            self._publish(instance_id, message, claim)
+        return StartedRun(instance_id, identity.run_id)
+
+    def _record(self, message: dict[str, Any], instance_id: str) -> Recorded | None:
+        # What publishing the message would send, built by Celery and kombu themselves;
+        # None where the claim cannot send it (another broker, a queue with an expiry).
+        recorder = self._recorders.get()
+        if recorder is None:
+            return None
+        try:
+            return recorder.record(lambda producer: publish_message(
+                self._app, message, ignore_result=True, producer=producer))
+        except Unrecordable:
+            return None
+        except Exception as exc:  # a declaration reached the broker, and failed: nothing is claimed
+            raise ServiceUnavailable(
+                f"Could not prepare the orchestration's message for the broker: {exc}",
+                instance_id=instance_id,
+            ) from exc
+
+    def _publish(self, instance_id: str, message: dict[str, Any], claim: ClaimResult) -> None:
         try:
             # The client reads status from the record, never from Celery results, so it
             # need not subscribe to the first step's result channel (two commands fewer).
@@ -194,7 +230,6 @@ class OrchestrationClient:
                 f"Could not publish the orchestration to the broker: {exc}",
                 instance_id=instance_id,
             ) from exc
-        return StartedRun(instance_id, identity.run_id)
 
     def restart(self, instance_id: str, *, new_instance_id: bool = True) -> str:
         """Start the instance's orchestrator again with its original input.
