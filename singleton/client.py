@@ -203,15 +203,15 @@ class OrchestrationClient:
     def _record(self, message: dict[str, Any], instance_id: str) -> Recorded | None:
         # What publishing the message would send, built by Celery and kombu themselves;
         # None where the claim cannot send it (another broker, a queue with an expiry).
-        recorder = self._recorders.get()
-        if recorder is None:
-            return None
         try:
+            recorder = self._recorders.get()
+            if recorder is None:
+                return None
             return recorder.record(lambda producer: publish_message(
                 self._app, message, ignore_result=True, producer=producer))
         except Unrecordable:
             return None
-        except Exception as exc:  # a declaration reached the broker, and failed: nothing is claimed
+        except Exception as exc:  # the broker did not answer a declaration: nothing is claimed
             raise ServiceUnavailable(
                 f"Could not prepare the orchestration's message for the broker: {exc}",
                 instance_id=instance_id,

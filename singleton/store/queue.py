@@ -117,8 +117,11 @@ class Recorders:
         return found[1]
 
     def _is_shared(self) -> bool:
-        scheme = self._app.connection_for_write().transport_cls
-        if self._store_kwargs is None or scheme not in ("redis", "rediss"):
+        broker, store = self._app.connection_for_write(), self._store_kwargs
+        if store is None or broker.transport_cls not in ("redis", "rediss"):
+            return False
+        # Another server is told apart without connecting to it (it may be down).
+        if (broker.hostname, broker.port) != (store.get("host"), store.get("port")):
             return False
         recorder = Recorder(self._app)
         ours = recorder.connection_kwargs()
