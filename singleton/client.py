@@ -7,9 +7,11 @@ import binascii
 import json
 import logging
 import math
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -62,6 +64,8 @@ logger = logging.getLogger(__name__)
 
 # How many index entries a filtered list page may examine per requested result.
 SCAN_FACTOR = 10
+# How long a start waits for another thread's start of the same ID before its own (s).
+CONTENDED_WAIT_S = 1.0
 
 
 class StartedRun(NamedTuple):
@@ -89,6 +93,7 @@ class OrchestrationClient:
         self._settings = runtime(app).settings
         self._run_lease = self._settings.run_lease
         self._recorders = Recorders(app, self._store.connection_kwargs())
+        self._in_flight: dict[str, threading.Event] = {}
 
     # -- starting ---------------------------------------------------------------
     def start_new(
@@ -167,7 +172,40 @@ class OrchestrationClient:
         live, finished = _policies(orchestrator, if_live, if_finished)
         request_id = _request_id(request_id)
         instance_id = _instance_id(instance_id, request_id)
-        input_json = self._encode(input, "start input")
+        options = {
+            "name": orchestrator.name, "input_json": self._encode(input, "start input"),
+            "if_live": live, "if_finished": finished, "request_id": request_id,
+            "lease_s": orchestrator.lease or self._run_lease, "timeout_s": orchestrator.timeout or 0.0,
+        }
+        with self._starting(instance_id) as contended:
+            if contended:
+                probe = decision.claim(self._store.claim, instance_id, run_id="", probe=True, **options)
+                if probe.outcome is not ClaimVerdict.RETRY:
+                    return self._answer(instance_id, probe)
+            return self._claim_new_run(decision, orchestrator, instance_id, input, options)
+
+    @contextmanager
+    def _starting(self, instance_id: str) -> Iterator[bool]:
+        # A start of an ID another thread of this process is starting waits for that one
+        # (briefly), then only asks the claim script whether the policies refuse it, before
+        # building a message it would most likely throw away: under a burst of starts of
+        # one ID, the refusals then cost a round trip each and little CPU.
+        mine = threading.Event()
+        theirs = self._in_flight.setdefault(instance_id, mine)
+        if theirs is not mine:
+            theirs.wait(CONTENDED_WAIT_S)
+            yield True
+            return
+        try:
+            yield False
+        finally:
+            del self._in_flight[instance_id]
+            mine.set()
+
+    def _claim_new_run(
+        self, decision: StartDecision, orchestrator: Orchestrator, instance_id: str, input: Any,
+        options: dict[str, Any],
+    ) -> StartedRun:
         try:
             canvas = orchestrator.build(input)
         except (ValueError, TypeError) as exc:
@@ -180,25 +218,24 @@ class OrchestrationClient:
         recorded = self._record(message, instance_id)
         # The claim keeps the first message in the instance's outbox: a caller that dies
         # before its publish leaves it to a retried start or the reconciler to send.
-        claim = decision.claim(
-            self._store.claim, instance_id, name=orchestrator.name, run_id=identity.run_id,
-            input_json=input_json,
-            if_live=live, if_finished=finished, request_id=request_id,
-            lease_s=orchestrator.lease or self._run_lease, timeout_s=orchestrator.timeout or 0.0,
-            message_json=encode_message(message), recorded=recorded,
-        )
-        if claim.outcome is ClaimVerdict.EXISTING:
-            if claim.message:
-                self._resend(instance_id, claim.message)
-            return StartedRun(instance_id, claim.run_id)
+        claim = decision.claim(self._store.claim, instance_id, run_id=identity.run_id,
+                               message_json=encode_message(message), recorded=recorded, **options)
         if not claim.claimed:
-            raise InstanceAlreadyExists(instance_id, claim.status, claim.run_id)
+            return self._answer(instance_id, claim)
         if claim.ended:  # terminate_existing ended the live run in the same script
             run_ended.send(sender=self, store=self._store, instance_id=instance_id,
                            orchestrator=claim.ended, status=RuntimeStatus.TERMINATED.value)
         if recorded is None:
             self._publish(instance_id, message, claim)
         return StartedRun(instance_id, identity.run_id)
+
+    def _answer(self, instance_id: str, claim: ClaimResult) -> StartedRun:
+        # A claim that made no run: the run on record answers, or the start is refused.
+        if claim.outcome is not ClaimVerdict.EXISTING:
+            raise InstanceAlreadyExists(instance_id, claim.status, claim.run_id)
+        if claim.message:
+            self._resend(instance_id, claim.message)
+        return StartedRun(instance_id, claim.run_id)
 
     def _record(self, message: dict[str, Any], instance_id: str) -> Recorded | None:
         # What publishing the message would send, built by Celery and kombu themselves;

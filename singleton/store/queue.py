@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,29 +41,37 @@ class Recorded:
     events: list[tuple[str, str]] = field(default_factory=list)
 
 
-class RecordingChannel(kombu_redis.Channel):
-    """A kombu Redis channel whose deliveries are kept in ``recorded``, not sent."""
+# Where the publish running in this thread (or task) keeps what it would send.
+_RECORDING: ContextVar[Recorded | None] = ContextVar("singleton_recording", default=None)
 
-    recorded: Recorded | None = None
+
+class RecordingChannel(kombu_redis.Channel):
+    """A kombu Redis channel whose deliveries are kept (see ``Recorder.record``), not sent.
+
+    Threads share one: past the declarations, which reach Redis once per entity, a
+    recorded publish does no I/O and keeps its commands apart from other threads'.
+    """
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         # As kombu's _put: the priority picks the list, kombu's dumps the payload.
+        recorded = _RECORDING.get()
         expires = self._expires and queue in self._expires
-        if self.recorded is None or kwargs.get("_publish_batch") or expires:
+        if recorded is None or kwargs.get("_publish_batch") or expires:
             raise Unrecordable(f"a publish to {queue!r} is more than one LPUSH")
         key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
-        self.recorded.pushes.append((key, dumps(message)))
+        recorded.pushes.append((key, dumps(message)))
 
     def _put_fanout(self, exchange: str, message: dict[str, Any], routing_key: str, **kwargs: Any) -> None:
-        if self.recorded is None or kwargs.get("_publish_batch"):
+        recorded = _RECORDING.get()
+        if recorded is None or kwargs.get("_publish_batch"):
             raise Unrecordable(f"a publish to {exchange!r} is not kept")
         payload = dumps(message)
         topics = self._get_publish_topics(exchange, routing_key)
-        self.recorded.events.extend((topic, payload) for topic in topics)
+        recorded.events.extend((topic, payload) for topic in topics)
 
 
 class Recorder:
-    """A producer on the app's broker whose publishes are recorded (one per thread)."""
+    """A producer on the app's broker whose publishes are recorded (one per process)."""
 
     def __init__(self, app: Celery) -> None:
         """Open a channel on the app's broker (it pings once, as every kombu channel does)."""
@@ -84,47 +93,46 @@ class Recorder:
         Raises:
             Unrecordable: the publish needs more than LPUSHes and PUBLISHes.
         """
-        recorded = self._channel.recorded = Recorded()
+        recorded = Recorded()
+        token = _RECORDING.set(recorded)
         try:
             publish(self.producer)
         finally:
-            self._channel.recorded = None
+            _RECORDING.reset(token)
         return recorded
 
 
 class Recorders:
-    """The app's recorders, one per process and thread, for a broker that is the store's database."""
+    """The app's recorder (one per process), for a broker that is the store's database."""
 
     def __init__(self, app: Celery, store_kwargs: dict[str, Any] | None) -> None:
         """Bind to `app`; `store_kwargs` are the store's connection settings (None: a cluster)."""
         self._app = app
         self._store_kwargs = store_kwargs
-        self._local = threading.local()
-        self._broker: Any = None
-        self._shared = False
+        self._lock = threading.Lock()
+        # (broker URL, process id, the recorder or None where the broker is not the store's)
+        self._current: tuple[str, int, Recorder | None] | None = None
 
     def get(self) -> Recorder | None:
-        """Return this thread's recorder, or None when the broker is not the store's database."""
+        """Return the process's recorder, or None when the broker is not the store's database."""
         broker = self._app.conf.broker_write_url or self._app.conf.broker_url
-        if broker != self._broker:  # the app was pointed at another broker
-            self._broker, self._shared = broker, self._is_shared()
-            self._local = threading.local()
-        if not self._shared:
-            return None
-        found = getattr(self._local, "recorder", None)
-        if found is None or found[0] != os.getpid():
-            found = self._local.recorder = (os.getpid(), Recorder(self._app))
-        return found[1]
+        current = self._current
+        # A forked child makes its own; an app pointed at another broker decides again.
+        if current is None or current[:2] != (broker, os.getpid()):
+            with self._lock:
+                current = self._current
+                if current is None or current[:2] != (broker, os.getpid()):
+                    current = self._current = (broker, os.getpid(), self._make())
+        return current[2]
 
-    def _is_shared(self) -> bool:
+    def _make(self) -> Recorder | None:
         broker, store = self._app.connection_for_write(), self._store_kwargs
         if store is None or broker.transport_cls not in ("redis", "rediss"):
-            return False
+            return None
         # Another server is told apart without connecting to it (it may be down).
         if (broker.hostname, broker.port) != (store.get("host"), store.get("port")):
-            return False
+            return None
         recorder = Recorder(self._app)
         ours = recorder.connection_kwargs()
-        return recorder.keeps_keys_as_sent() and all(
-            ours.get(name) == self._store_kwargs.get(name) for name in _SAME_DATABASE
-        )
+        same = all(ours.get(name) == store.get(name) for name in _SAME_DATABASE)
+        return recorder if same and recorder.keeps_keys_as_sent() else None

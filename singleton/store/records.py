@@ -178,6 +178,7 @@ class Store:
         timeout_s: float = 0.0,
         message_json: str = "",
         recorded: Recorded | None = None,
+        probe: bool = False,
     ) -> ClaimResult:
         """Claim the ID for a new Pending run as the policies allow (one round trip).
 
@@ -189,11 +190,15 @@ class Store:
         `recorded` is that message as the broker takes it (``queue.Recorder``; only where
         ``connection_kwargs`` is not None and the broker is this database): a successful
         claim pushes it onto its queue and publishes its events in the same script.
+        With `probe`, nothing is claimed: a start the policies refuse is answered (and
+        counted) as usual, one they let through answers ``retry``; a caller that expects
+        a refusal asks so before it builds its message.
         """
         args = [name, run_id, input_json, if_live, if_finished, request_id, self._retention_us,
                 _us(lease_s), _us(timeout_s), PREVIOUS_RECORD_TTL_MS, TERMINATED_BY_START,
                 message_json]
         lists: tuple[str, ...] = ()
+        args.append("1" if probe else "")
         if recorded is not None:
             lists = tuple(key for key, _ in recorded.pushes)
             args += [len(lists), *(payload for _, payload in recorded.pushes),
@@ -203,6 +208,8 @@ class Store:
         else:
             reply = [_text(v) for v in self._run("claim", instance_id, args, extra_keys=lists)]
         outcome = ClaimVerdict(reply[0])
+        if outcome is ClaimVerdict.RETRY:
+            return ClaimResult(outcome, RuntimeStatus(reply[1] or RuntimeStatus.PENDING), reply[2])
         if outcome is ClaimVerdict.CLAIMED:
             ended = reply[2] if len(reply) > 2 else ""
             return ClaimResult(outcome, RuntimeStatus.PENDING, run_id, int(reply[1]), ended=ended)

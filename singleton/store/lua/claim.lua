@@ -7,12 +7,15 @@
 --   none), 7 retention_us, 8 lease_us, 9 timeout_us (0: none), 10 prev_ttl_ms (how long
 --   the replaced record is kept for undo_claim), 11 terminated_output (JSON, the output
 --   of a live run that terminate_existing ends), 12 message (JSON: the run's first
---   message, kept in the outbox until it is published; '' for none), 13 pushes (how
---   many lists follow the instance's keys; absent: none), then one message per list as
---   kombu would LPUSH it, then (channel, payload) pairs to PUBLISH (its task-sent events).
+--   message, kept in the outbox until it is published; '' for none), 13 probe ('1': a
+--   claim the policies allow answers 'retry' and writes nothing; absent: claim), 14
+--   pushes (how many lists follow the instance's keys; absent: none), then one message
+--   per list as kombu would LPUSH it, then (channel, payload) pairs to PUBLISH (its
+--   task-sent events).
 -- Returns {'claimed', fence, name of the live run terminate_existing ended ('' if none)}
 --   or {'refused'|'existing'|'rejected', status, run_id on record [, the run's still
---   unpublished first message, for 'existing']}. A refusal also counts in the shard's
+--   unpublished first message, for 'existing']} or, for a probe the policies let
+--   through, {'retry', status ('' for none), run_id on record}. A refusal also counts in the shard's
 --   `refused` hash (per minute, kept two hours) for the dashboard's summary.
 local name = ARGV[1]
 local run_id = ARGV[2]
@@ -26,8 +29,9 @@ local timeout_us = tonumber(ARGV[9])
 local prev_ttl_ms = tonumber(ARGV[10])
 local terminated_output = ARGV[11]
 local message = ARGV[12]
-local pushes = tonumber(ARGV[13]) or 0
-local sends = {unpack(ARGV, 14)}
+local probe = ARGV[13]
+local pushes = tonumber(ARGV[14]) or 0
+local sends = {unpack(ARGV, 15)}
 
 -- An answer with the run on record; a repeated start also gets the run's first
 -- message while it is still in the outbox, to publish it again (same task ids).
@@ -53,12 +57,15 @@ if status then
   if LIVE[status] then
     if if_live == 'use_existing' then return existing(status, cur[2]) end
     if if_live ~= 'terminate_existing' then return refused('refused', status, cur[2]) end
+    if probe == '1' then return {'retry', status, cur[2]} end
     finish('Terminated', terminated_output, retention_us)
     ended = cur[5] or ''
   elseif if_finished == 'reject' or (if_finished == 'allow_failed_only' and status == 'Completed') then
     return refused('rejected', status, cur[2])
   end
 end
+-- A probe only asks whether the policies refuse: the caller then starts for real.
+if probe == '1' then return {'retry', status or '', cur[2] or ''} end
 local now = now_us()
 local fence = math.max((tonumber(cur[3]) or 0) + 1, now)
 if status then
