@@ -7,11 +7,9 @@ import binascii
 import json
 import logging
 import math
-import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -19,6 +17,7 @@ from typing import Any, NamedTuple
 from celery import Celery
 from kombu.utils.json import dumps, loads
 
+from .contention import Contention
 from .durable import publish_release
 from .errors import (
     InstanceAlreadyExists,
@@ -64,8 +63,6 @@ logger = logging.getLogger(__name__)
 
 # How many index entries a filtered list page may examine per requested result.
 SCAN_FACTOR = 10
-# How long a start waits for another thread's start of the same ID before its own (s).
-CONTENDED_WAIT_S = 1.0
 
 
 class StartedRun(NamedTuple):
@@ -93,7 +90,7 @@ class OrchestrationClient:
         self._settings = runtime(app).settings
         self._run_lease = self._settings.run_lease
         self._recorders = Recorders(app, self._store.connection_kwargs())
-        self._in_flight: dict[str, threading.Event] = {}
+        self._contention = Contention()
 
     # -- starting ---------------------------------------------------------------
     def start_new(
@@ -177,30 +174,16 @@ class OrchestrationClient:
             "if_live": live, "if_finished": finished, "request_id": request_id,
             "lease_s": orchestrator.lease or self._run_lease, "timeout_s": orchestrator.timeout or 0.0,
         }
-        with self._starting(instance_id) as contended:
-            if contended:
-                probe = decision.claim(self._store.claim, instance_id, run_id="", probe=True, **options)
+        with self._contention.leading(instance_id) as first:
+            if first is not None:  # another thread is starting this ID: probe before building
+                key = (instance_id, live, finished, request_id, orchestrator.name)
+                probe, sent = self._contention.probe(key, first, lambda n: decision.claim(
+                    self._store.claim, instance_id, run_id="", probe=n, **options))
+                if not sent:
+                    decision.claim(lambda: probe)
                 if probe.outcome is not ClaimVerdict.RETRY:
-                    return self._answer(instance_id, probe)
+                    return self._answer(instance_id, probe if sent else replace(probe, message=""))
             return self._claim_new_run(decision, orchestrator, instance_id, input, options)
-
-    @contextmanager
-    def _starting(self, instance_id: str) -> Iterator[bool]:
-        # A start of an ID another thread of this process is starting waits for that one
-        # (briefly), then only asks the claim script whether the policies refuse it, before
-        # building a message it would most likely throw away: under a burst of starts of
-        # one ID, the refusals then cost a round trip each and little CPU.
-        mine = threading.Event()
-        theirs = self._in_flight.setdefault(instance_id, mine)
-        if theirs is not mine:
-            theirs.wait(CONTENDED_WAIT_S)
-            yield True
-            return
-        try:
-            yield False
-        finally:
-            del self._in_flight[instance_id]
-            mine.set()
 
     def _claim_new_run(
         self, decision: StartDecision, orchestrator: Orchestrator, instance_id: str, input: Any,

@@ -178,7 +178,7 @@ class Store:
         timeout_s: float = 0.0,
         message_json: str = "",
         recorded: Recorded | None = None,
-        probe: bool = False,
+        probe: int = 0,
     ) -> ClaimResult:
         """Claim the ID for a new Pending run as the policies allow (one round trip).
 
@@ -190,15 +190,16 @@ class Store:
         `recorded` is that message as the broker takes it (``queue.Recorder``; only where
         ``connection_kwargs`` is not None and the broker is this database): a successful
         claim pushes it onto its queue and publishes its events in the same script.
-        With `probe`, nothing is claimed: a start the policies refuse is answered (and
-        counted) as usual, one they let through answers ``retry``; a caller that expects
-        a refusal asks so before it builds its message.
+        With `probe` (the number of starts the answer is for), nothing is claimed: starts
+        the policies refuse are answered (and counted, `probe` of them) as usual, starts
+        they let through answer ``retry``; a caller that expects a refusal asks so before
+        it builds its message.
         """
         args = [name, run_id, input_json, if_live, if_finished, request_id, self._retention_us,
                 _us(lease_s), _us(timeout_s), PREVIOUS_RECORD_TTL_MS, TERMINATED_BY_START,
                 message_json]
         lists: tuple[str, ...] = ()
-        args.append("1" if probe else "")
+        args.append(str(probe) if probe else "")
         if recorded is not None:
             lists = tuple(key for key, _ in recorded.pushes)
             args += [len(lists), *(payload for _, payload in recorded.pushes),

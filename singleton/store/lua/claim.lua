@@ -7,8 +7,9 @@
 --   none), 7 retention_us, 8 lease_us, 9 timeout_us (0: none), 10 prev_ttl_ms (how long
 --   the replaced record is kept for undo_claim), 11 terminated_output (JSON, the output
 --   of a live run that terminate_existing ends), 12 message (JSON: the run's first
---   message, kept in the outbox until it is published; '' for none), 13 probe ('1': a
---   claim the policies allow answers 'retry' and writes nothing; absent: claim), 14
+--   message, kept in the outbox until it is published; '' for none), 13 probe (the
+--   number of starts a probe answers: a claim the policies allow answers 'retry' and
+--   writes nothing, a refusal counts that many; '' or absent: claim), 14
 --   pushes (how many lists follow the instance's keys; absent: none), then one message
 --   per list as kombu would LPUSH it, then (channel, payload) pairs to PUBLISH (its
 --   task-sent events).
@@ -29,7 +30,7 @@ local timeout_us = tonumber(ARGV[9])
 local prev_ttl_ms = tonumber(ARGV[10])
 local terminated_output = ARGV[11]
 local message = ARGV[12]
-local probe = ARGV[13]
+local probe = tonumber(ARGV[13])
 local pushes = tonumber(ARGV[14]) or 0
 local sends = {unpack(ARGV, 15)}
 
@@ -44,7 +45,7 @@ end
 -- shard-wide key beside the records: same hash tag, same slot).
 local function refused(verdict, status, run)
   local counts = string.sub(k.records, 1, -3) .. 'refused'
-  redis.call('HINCRBY', counts, fmt(math.floor(now_us() / 60000000)), 1)
+  redis.call('HINCRBY', counts, fmt(math.floor(now_us() / 60000000)), probe or 1)
   redis.call('PEXPIRE', counts, 7200000)
   return {verdict, status, run}
 end
@@ -57,7 +58,7 @@ if status then
   if LIVE[status] then
     if if_live == 'use_existing' then return existing(status, cur[2]) end
     if if_live ~= 'terminate_existing' then return refused('refused', status, cur[2]) end
-    if probe == '1' then return {'retry', status, cur[2]} end
+    if probe then return {'retry', status, cur[2]} end
     finish('Terminated', terminated_output, retention_us)
     ended = cur[5] or ''
   elseif if_finished == 'reject' or (if_finished == 'allow_failed_only' and status == 'Completed') then
@@ -65,7 +66,7 @@ if status then
   end
 end
 -- A probe only asks whether the policies refuse: the caller then starts for real.
-if probe == '1' then return {'retry', status or '', cur[2] or ''} end
+if probe then return {'retry', status or '', cur[2] or ''} end
 local now = now_us()
 local fence = math.max((tonumber(cur[3]) or 0) + 1, now)
 if status then
