@@ -21,10 +21,11 @@ CONNECTION_SETUP = {"hello", "client", "auth", "select", "ping"}
 RUNS = 10
 SCRIPT_NAMES = {hashlib.sha1(source(name).encode()).hexdigest(): name for name in NAMES}
 PER_RUN_SCRIPTS = {f"evalsha {name}" for name in NAMES if name not in ("reap", "relay", "tick")}
-# Measured 52.6 (plain chain 72; 61.5 while later steps still wrote Celery results), of
-# which about 3 are the worker's idle BRPOPs and a few the caller's status polls: a
-# bound a little above, to catch a new round trip.
-COMMANDS_PER_RUN_AT_MOST = 55
+# Measured 49.1 (plain chain 73.6; 52.6 while a start sent its LPUSH and PUBLISH itself,
+# 61.5 while later steps still wrote Celery results), of which about 3 are the worker's
+# idle BRPOPs and a few the caller's status polls: a bound a little above, to catch a
+# new round trip.
+COMMANDS_PER_RUN_AT_MOST = 52
 # One compact stamp per task (instance, run, orchestrator, how the run ends): 1.35x
 # measured (1.74x with four stamps per task, the final step's id among them; 1.31x
 # before later steps carried ignore_result, which saves two result writes per run).
