@@ -89,8 +89,8 @@ class OrchestrationClient:
         self._store = runtime(app).store
         self._settings = runtime(app).settings
         self._run_lease = self._settings.run_lease
-        self._recorders = Recorders(app, self._store.connection_kwargs())
-        self._contention = Contention()
+        self._recorders = Recorders.of(app, self._store.connection_kwargs())
+        self._contention = Contention.of(app)
 
     # -- starting ---------------------------------------------------------------
     def start_new(

@@ -16,6 +16,8 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from celery import Celery
+
 from .store import ClaimResult
 
 # How long a start waits for the first start of its ID, or for a shared probe (s); past
@@ -33,7 +35,15 @@ class _Probe:
 
 
 class Contention:
-    """The starts under way in one client: the first of each ID, and the probes of the others."""
+    """The starts under way in one process: the first of each ID, and the probes of the others."""
+
+    @classmethod
+    def of(cls, app: Celery) -> Contention:
+        """Return the app's Contention (its clients share it), made on first use."""
+        found = app.__dict__.get("_singleton_contention")
+        if found is None:
+            found = app.__dict__["_singleton_contention"] = cls()
+        return found
 
     def __init__(self) -> None:
         """Start with no start under way."""

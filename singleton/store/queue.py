@@ -103,7 +103,18 @@ class Recorder:
 
 
 class Recorders:
-    """The app's recorder (one per process), for a broker that is the store's database."""
+    """The app's recorder (one per process), for a broker that is the store's database.
+
+    Clients share it (``of``): one is often made per tick or per request.
+    """
+
+    @classmethod
+    def of(cls, app: Celery, store_kwargs: dict[str, Any] | None) -> Recorders:
+        """Return the app's Recorders, made on first use."""
+        found = app.__dict__.get("_singleton_recorders")
+        if found is None:
+            found = app.__dict__["_singleton_recorders"] = cls(app, store_kwargs)
+        return found
 
     def __init__(self, app: Celery, store_kwargs: dict[str, Any] | None) -> None:
         """Bind to `app`; `store_kwargs` are the store's connection settings (None: a cluster)."""
