@@ -79,3 +79,28 @@ def test_terminate_existing_pushes_the_new_runs_message(client, redis_client, ui
     assert redis_client.llen(QUEUE) == before + 1
     pushed = json.loads(redis_client.lindex(QUEUE, 0))
     assert RunIdentity.from_stamps(pushed["headers"]["stamps"]).run_id == second.run_id
+
+
+def _sent_in_order(redis_client, call) -> list[str]:
+    # The command names every client sent while `call` ran, in order (MONITOR).
+    sentinel = f"test-queue-done-{uuid()}"
+    names = []
+    with redis_client.monitor() as monitor:
+        call()
+        redis_client.echo(sentinel)
+        while (command := monitor.next_command())["command"] != f"ECHO {sentinel}":
+            if command["client_type"] != "lua":
+                names.append(command["command"].split(" ", 1)[0].lower())
+    return names
+
+
+def test_a_plain_chains_start_is_the_claim_alone(client, redis_client, uid):
+    sent = _sent_in_order(redis_client, lambda: client.start_new("HelloSequence", uid))
+    assert [name for name in sent if name in ("evalsha", "lpush", "publish")] == ["evalsha"]
+
+
+def test_a_canvas_with_a_chord_is_published_after_its_claim(client, redis_client, uid):
+    # Celery's chain.run does not pass a producer on, so such a canvas is not recorded:
+    # it must not reach the queue before its claim (a worker would find no run yet).
+    sent = _sent_in_order(redis_client, lambda: client.start_new("FanOutFanIn", uid, input={"seconds": 0}))
+    assert "lpush" in sent and sent.index("evalsha") < sent.index("lpush")
