@@ -274,7 +274,7 @@ def markdown(results: dict[str, Any], header: str, plot_name: str) -> str:
             "channel. start_new's one command is the claim script, which also pushes the run's first "
             "message (LPUSH) and publishes its task-sent event (PUBLISH): the message is recorded from "
             "Celery's own publish on a kombu channel that keeps those two commands instead of sending "
-            "them, so it is byte for byte what kombu would send.", "",
+            "them, so it is the message kombu would send (but for kombu's per-publish delivery tag).", "",
         ]
     if "contention" in results:
         lines += [f"## 2. Contention ({cfg['threads']} threads start one ID at once, released by a "
@@ -360,11 +360,11 @@ def analysis(results: dict[str, Any]) -> list[str]:
             "base64 body; the first task's kwargsrepr labels the run for Flower.")
     if any(t.text.startswith("start_new refusal p99") for t in missed):
         texts.append(
-            "Refusals under contention: a start of an ID another thread of the process is starting "
-            "waits for that start, then probes the claim script (no canvas, no message), so 99 "
-            "refusals cost 99 short round trips; with 100 threads on one GIL and two cores shared "
-            "with the other processes of the machine, the last of them still waits for most of "
-            "the others.")
+            "Refusals under contention: the starts that arrive while the first start of their ID "
+            "is under way share one probe of the claim script (no canvas, no message), sent once "
+            "that start has finished; what the slowest refusal still waits for is the first start "
+            "and 99 threads waking on one GIL, on two cores shared with the other processes of "
+            "the machine.")
     scale = results.get("scale")
     if scale and any(t.text.startswith(("a list page", "(section 5")) for t in missed):
         import singleton.client

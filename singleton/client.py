@@ -89,7 +89,7 @@ class OrchestrationClient:
         self._store = runtime(app).store
         self._settings = runtime(app).settings
         self._run_lease = self._settings.run_lease
-        self._recorders = Recorders.of(app, self._store.connection_kwargs())
+        self._recorders = Recorders.of(app, store_kwargs=self._store.connection_kwargs())
         self._contention = Contention.of(app)
 
     # -- starting ---------------------------------------------------------------
@@ -177,16 +177,17 @@ class OrchestrationClient:
         with self._contention.leading(instance_id) as first:
             if first is not None:  # another thread is starting this ID: probe before building
                 key = (instance_id, live, finished, request_id, orchestrator.name)
-                probe, sent = self._contention.probe(key, first, lambda n: decision.claim(
+                probe, sent = self._contention.probe(key, first=first, send=lambda n: decision.claim(
                     self._store.claim, instance_id, run_id="", probe=n, **options))
                 if not sent:
                     decision.claim(lambda: probe)
                 if probe.outcome is not ClaimVerdict.RETRY:
                     return self._answer(instance_id, probe if sent else replace(probe, message=""))
-            return self._claim_new_run(decision, orchestrator, instance_id, input, options)
+            return self._claim_new_run(decision, orchestrator=orchestrator, instance_id=instance_id,
+                                       input=input, options=options)
 
     def _claim_new_run(
-        self, decision: StartDecision, orchestrator: Orchestrator, instance_id: str, input: Any,
+        self, decision: StartDecision, *, orchestrator: Orchestrator, instance_id: str, input: Any,
         options: dict[str, Any],
     ) -> StartedRun:
         try:
@@ -198,7 +199,7 @@ class OrchestrationClient:
         message = run_message(canvas)
         # Where the broker is the store's database, the claim pushes the message itself:
         # it reaches its queue exactly when the claim succeeds, in one round trip.
-        recorded = self._record(message, instance_id)
+        recorded = self._record(message, instance_id=instance_id)
         # The claim keeps the first message in the instance's outbox: a caller that dies
         # before its publish leaves it to a retried start or the reconciler to send.
         claim = decision.claim(self._store.claim, instance_id, run_id=identity.run_id,
@@ -209,7 +210,7 @@ class OrchestrationClient:
             run_ended.send(sender=self, store=self._store, instance_id=instance_id,
                            orchestrator=claim.ended, status=RuntimeStatus.TERMINATED.value)
         if recorded is None:
-            self._publish(instance_id, message, claim)
+            self._publish(instance_id, message=message, claim=claim)
         return StartedRun(instance_id, identity.run_id)
 
     def _answer(self, instance_id: str, claim: ClaimResult) -> StartedRun:
@@ -220,7 +221,7 @@ class OrchestrationClient:
             self._resend(instance_id, claim.message)
         return StartedRun(instance_id, claim.run_id)
 
-    def _record(self, message: dict[str, Any], instance_id: str) -> Recorded | None:
+    def _record(self, message: dict[str, Any], *, instance_id: str) -> Recorded | None:
         # What publishing the message would send, built by Celery and kombu themselves;
         # None where the claim cannot send it (another broker, a queue with an expiry).
         # A canvas with a group or chord is published as Celery publishes it: chain.run
@@ -241,7 +242,7 @@ class OrchestrationClient:
                 instance_id=instance_id,
             ) from exc
 
-    def _publish(self, instance_id: str, message: dict[str, Any], claim: ClaimResult) -> None:
+    def _publish(self, instance_id: str, *, message: dict[str, Any], claim: ClaimResult) -> None:
         try:
             # The client reads status from the record, never from Celery results, so it
             # need not subscribe to the first step's result channel (two commands fewer).

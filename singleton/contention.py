@@ -68,7 +68,7 @@ class Contention:
                 del self._first[instance_id]
             mine.set()
 
-    def probe(self, key: tuple[str, ...], first: threading.Event,
+    def probe(self, key: tuple[str, ...], *, first: threading.Event,
               send: Callable[[int], ClaimResult]) -> tuple[ClaimResult, bool]:
         """Return the answer of the probe for `key` (the ID and the start's policies), and
         whether this start sent it; ``send(n)`` sends a probe answering `n` starts.

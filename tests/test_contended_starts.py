@@ -55,7 +55,7 @@ def test_starts_that_wait_for_the_first_share_one_probe_sent_after_it():
         return answer
 
     def waiter() -> None:
-        answers.append(contention.probe(("id",), first, send))
+        answers.append(contention.probe(("id",), first=first, send=send))
 
     threads = [threading.Thread(target=waiter, daemon=True) for _ in range(5)]
     for t in threads:

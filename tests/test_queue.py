@@ -18,7 +18,7 @@ QUEUE = "celery"  # where HelloSequence's first step goes
 
 @pytest.fixture
 def recorder(app):
-    found = Recorders(app, runtime(app).store.connection_kwargs()).get()
+    found = Recorders(app, store_kwargs=runtime(app).store.connection_kwargs()).get()
     assert found is not None, "the test broker is the store's database"
     return found
 

@@ -109,14 +109,14 @@ class Recorders:
     """
 
     @classmethod
-    def of(cls, app: Celery, store_kwargs: dict[str, Any] | None) -> Recorders:
+    def of(cls, app: Celery, *, store_kwargs: dict[str, Any] | None) -> Recorders:
         """Return the app's Recorders, made on first use."""
         found = app.__dict__.get("_singleton_recorders")
         if found is None:
-            found = app.__dict__["_singleton_recorders"] = cls(app, store_kwargs)
+            found = app.__dict__["_singleton_recorders"] = cls(app, store_kwargs=store_kwargs)
         return found
 
-    def __init__(self, app: Celery, store_kwargs: dict[str, Any] | None) -> None:
+    def __init__(self, app: Celery, *, store_kwargs: dict[str, Any] | None) -> None:
         """Bind to `app`; `store_kwargs` are the store's connection settings (None: a cluster)."""
         self._app = app
         self._store_kwargs = store_kwargs
