@@ -7,6 +7,7 @@ import binascii
 import json
 import logging
 import math
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -176,15 +177,29 @@ class OrchestrationClient:
         }
         with self._contention.leading(instance_id) as first:
             if first is not None:  # another thread is starting this ID: probe before building
-                key = (instance_id, live, finished, request_id, orchestrator.name)
-                probe, sent = self._contention.probe(key, first=first, send=lambda n: decision.claim(
-                    self._store.claim, instance_id, run_id="", probe=n, **options))
-                if not sent:
-                    decision.claim(lambda: probe)
+                probe = self._probe(decision, instance_id, first=first, options=options)
                 if probe.outcome is not ClaimVerdict.RETRY:
-                    return self._answer(instance_id, probe if sent else replace(probe, message=""))
+                    return self._answer(instance_id, probe)
             return self._claim_new_run(decision, orchestrator=orchestrator, instance_id=instance_id,
                                        input=input, options=options)
+
+    def _probe(self, decision: StartDecision, instance_id: str, *, first: threading.Event,
+               options: dict[str, Any]) -> ClaimResult:
+        # The probe this start shares with the others that wait for the first start of its
+        # ID; timed as this start's claim (the wait for the first start included).
+        key = (instance_id, options["if_live"], options["if_finished"], options["request_id"],
+               options["name"])
+        sent: list[bool] = []
+
+        def shared() -> ClaimResult:
+            answer, by_me = self._contention.probe(key, first=first, send=lambda n: self._store.claim(
+                instance_id, run_id="", probe=n, **options))
+            sent.append(by_me)
+            return answer
+
+        probe = decision.claim(shared)
+        # Only the start that sent the probe re-sends a still pending first message.
+        return probe if sent[0] else replace(probe, message="")
 
     def _claim_new_run(
         self, decision: StartDecision, *, orchestrator: Orchestrator, instance_id: str, input: Any,
