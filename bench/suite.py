@@ -65,11 +65,12 @@ NOTES = [
     "would share `singleton_key_prefix`. The peers therefore run on their own bench app "
     "(bench/peer_app.py, database 1), with `singleton_raise_on_duplicate=True` so that a refusal "
     "raises, as the other tools' refusals do.",
-    "Refusals under contention: start_new builds and stamps the canvas, then claims, and publishes "
-    "only after a successful claim, so a refused caller never reaches Celery's publishing code. The "
-    "peers' lock sits inside the first task's apply_async, which Celery reaches after preparing the "
-    "whole chain, so each refused caller pays most of a publish; with 100 threads sharing the GIL "
-    "that shows in their refusal latency.",
+    "Refusals under contention: the start_new calls that arrive while the first start of their ID "
+    "is under way in the process share one probe of the claim script, sent once that start has "
+    "finished: it refuses and counts each of them, with no canvas or message built. The peers' lock "
+    "sits inside the first task's apply_async, which Celery reaches after preparing the whole chain, "
+    "so each refused caller pays "
+    "most of a publish; with 100 threads sharing the GIL that shows in their refusal latency.",
     "Under contention with no worker running, every lock refuses all but one caller; the peers' "
     "known failure modes (lock released after the first step, lost on a killed worker, not "
     "owner-checked) need a worker and crashes to show, and are not measured here.",

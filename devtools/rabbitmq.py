@@ -56,9 +56,15 @@ def point_app_at(app: Any, url: str, transport_options: dict) -> None:
 
     Its pools are looked up again; the old ones stay open, since kombu keeps one
     producer pool per broker for the process and hands it back when the app returns.
+    Celery's task sender and its event dispatcher are built again too: the dispatcher
+    keeps the event exchange's type for the broker it was made on (fanout on Redis,
+    topic on RabbitMQ), and a fanout ``celeryev`` declared on RabbitMQ makes every
+    worker's own (topic) declaration fail, which slows its event loop to a crawl.
     """
     app._pool = None
     app.amqp._producer_pool = None
+    for cached in ("send_task_message", "_event_dispatcher"):
+        app.amqp.__dict__.pop(cached, None)
     app.conf.broker_url = url
     app.conf.broker_transport_options = transport_options
 

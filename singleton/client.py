@@ -7,6 +7,7 @@ import binascii
 import json
 import logging
 import math
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -17,6 +18,7 @@ from typing import Any, NamedTuple
 from celery import Celery
 from kombu.utils.json import dumps, loads
 
+from .contention import Contention
 from .durable import publish_release
 from .errors import (
     InstanceAlreadyExists,
@@ -46,7 +48,17 @@ from .status import (
     validate_event_name,
     validate_instance_id,
 )
-from .store import SHARDS, START_ENTRY, ClaimResult, ClaimVerdict, Release, Verdict
+from .store import (
+    SHARDS,
+    START_ENTRY,
+    ClaimResult,
+    ClaimVerdict,
+    Recorded,
+    Recorders,
+    Release,
+    Unrecordable,
+    Verdict,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +90,8 @@ class OrchestrationClient:
         self._store = runtime(app).store
         self._settings = runtime(app).settings
         self._run_lease = self._settings.run_lease
+        self._recorders = Recorders.of(app, store_kwargs=self._store.connection_kwargs())
+        self._contention = Contention.of(app)
 
     # -- starting ---------------------------------------------------------------
     def start_new(
@@ -156,7 +170,41 @@ class OrchestrationClient:
         live, finished = _policies(orchestrator, if_live, if_finished)
         request_id = _request_id(request_id)
         instance_id = _instance_id(instance_id, request_id)
-        input_json = self._encode(input, "start input")
+        options = {
+            "name": orchestrator.name, "input_json": self._encode(input, "start input"),
+            "if_live": live, "if_finished": finished, "request_id": request_id,
+            "lease_s": orchestrator.lease or self._run_lease, "timeout_s": orchestrator.timeout or 0.0,
+        }
+        with self._contention.leading(instance_id) as first:
+            if first is not None:  # another thread is starting this ID: probe before building
+                probe = self._probe(decision, instance_id, first=first, options=options)
+                if probe.outcome is not ClaimVerdict.RETRY:
+                    return self._answer(instance_id, probe)
+            return self._claim_new_run(decision, orchestrator=orchestrator, instance_id=instance_id,
+                                       input=input, options=options)
+
+    def _probe(self, decision: StartDecision, instance_id: str, *, first: threading.Event,
+               options: dict[str, Any]) -> ClaimResult:
+        # The probe this start shares with the others that wait for the first start of its
+        # ID; timed as this start's claim (the wait for the first start included).
+        key = (instance_id, options["if_live"], options["if_finished"], options["request_id"],
+               options["name"])
+        sent: list[bool] = []
+
+        def shared() -> ClaimResult:
+            answer, by_me = self._contention.probe(key, first=first, send=lambda n: self._store.claim(
+                instance_id, run_id="", probe=n, **options))
+            sent.append(by_me)
+            return answer
+
+        probe = decision.claim(shared)
+        # Only the start that sent the probe re-sends a still pending first message.
+        return probe if sent[0] else replace(probe, message="")
+
+    def _claim_new_run(
+        self, decision: StartDecision, *, orchestrator: Orchestrator, instance_id: str, input: Any,
+        options: dict[str, Any],
+    ) -> StartedRun:
         try:
             canvas = orchestrator.build(input)
         except (ValueError, TypeError) as exc:
@@ -164,24 +212,52 @@ class OrchestrationClient:
         identity = RunIdentity(instance_id, uuid.uuid4().hex, orchestrator.name)
         canvas, identity = run_canvas(self._app, canvas, identity)
         message = run_message(canvas)
+        # Where the broker is the store's database, the claim pushes the message itself:
+        # it reaches its queue exactly when the claim succeeds, in one round trip.
+        recorded = self._record(message, instance_id=instance_id)
         # The claim keeps the first message in the instance's outbox: a caller that dies
         # before its publish leaves it to a retried start or the reconciler to send.
-        claim = decision.claim(
-            self._store.claim, instance_id, name=orchestrator.name, run_id=identity.run_id,
-            input_json=input_json,
-            if_live=live, if_finished=finished, request_id=request_id,
-            lease_s=orchestrator.lease or self._run_lease, timeout_s=orchestrator.timeout or 0.0,
-            message_json=encode_message(message),
-        )
-        if claim.outcome is ClaimVerdict.EXISTING:
-            if claim.message:
-                self._resend(instance_id, claim.message)
-            return StartedRun(instance_id, claim.run_id)
+        claim = decision.claim(self._store.claim, instance_id, run_id=identity.run_id,
+                               message_json=encode_message(message), recorded=recorded, **options)
         if not claim.claimed:
-            raise InstanceAlreadyExists(instance_id, claim.status, claim.run_id)
+            return self._answer(instance_id, claim)
         if claim.ended:  # terminate_existing ended the live run in the same script
             run_ended.send(sender=self, store=self._store, instance_id=instance_id,
                            orchestrator=claim.ended, status=RuntimeStatus.TERMINATED.value)
+        if recorded is None:
+            self._publish(instance_id, message=message, claim=claim)
+        return StartedRun(instance_id, identity.run_id)
+
+    def _answer(self, instance_id: str, claim: ClaimResult) -> StartedRun:
+        # A claim that made no run: the run on record answers, or the start is refused.
+        if claim.outcome is not ClaimVerdict.EXISTING:
+            raise InstanceAlreadyExists(instance_id, claim.status, claim.run_id)
+        if claim.message:
+            self._resend(instance_id, claim.message)
+        return StartedRun(instance_id, claim.run_id)
+
+    def _record(self, message: dict[str, Any], *, instance_id: str) -> Recorded | None:
+        # What publishing the message would send, built by Celery and kombu themselves;
+        # None where the claim cannot send it (another broker, a queue with an expiry).
+        # A canvas with a group or chord is published as Celery publishes it: chain.run
+        # does not hand a producer on, so its messages could not be recorded.
+        if "canvas" in message:
+            return None
+        try:
+            recorder = self._recorders.get()
+            if recorder is None:
+                return None
+            return recorder.record(lambda producer: publish_message(
+                self._app, message, ignore_result=True, producer=producer))
+        except Unrecordable:
+            return None
+        except Exception as exc:  # the broker did not answer a declaration: nothing is claimed
+            raise ServiceUnavailable(
+                f"Could not prepare the orchestration's message for the broker: {exc}",
+                instance_id=instance_id,
+            ) from exc
+
+    def _publish(self, instance_id: str, *, message: dict[str, Any], claim: ClaimResult) -> None:
         try:
             # The client reads status from the record, never from Celery results, so it
             # need not subscribe to the first step's result channel (two commands fewer).
@@ -194,7 +270,6 @@ class OrchestrationClient:
                 f"Could not publish the orchestration to the broker: {exc}",
                 instance_id=instance_id,
             ) from exc
-        return StartedRun(instance_id, identity.run_id)
 
     def restart(self, instance_id: str, *, new_instance_id: bool = True) -> str:
         """Start the instance's orchestrator again with its original input.

@@ -23,10 +23,13 @@ instance's ``out`` hash in the same step. The publisher publishes it and clears 
 (``sent``; a run's first message is cleared by its first step's gate instead, which
 saves the start a round trip, and is why it waits 60 s, not 5 s, before a re-send);
 the reconciler re-sends what stays longer than its grace period (``outbox_due``),
-under the same task ids, so the gates dedupe.
+under the same task ids, so the gates dedupe. Where the broker is the store's own
+database, the claim also pushes the first message onto its queue (``queue``): the
+outbox entry then only covers a message that a worker took and lost.
 """
 
 from .keys import SHARDS, Keys
+from .queue import Recorded, Recorders, Unrecordable
 from .records import START_ENTRY, Store
 from .verdicts import (
     ClaimResult,
@@ -47,6 +50,10 @@ __all__ = [
     "SHARDS",
     "START_ENTRY",
     "Keys",
+    # a start's first message, pushed by its claim where the broker is the store
+    "Recorded",
+    "Recorders",
+    "Unrecordable",
     # what the scripts answer
     "ClaimVerdict",
     "StepVerdict",

@@ -20,6 +20,7 @@ from ..errors import ServiceUnavailable
 from ..settings import Settings
 from ..status import RuntimeStatus
 from .keys import SHARDS, Keys, KeySpace
+from .queue import Recorded
 from .scripts import Scripts
 from .verdicts import (
     ClaimResult,
@@ -143,12 +144,23 @@ class Store:
         return cls(client, prefix=settings.key_prefix, retention_s=settings.retention,
                    min_replicas=settings.min_replicas, replica_timeout_s=settings.replica_timeout)
 
+    def connection_kwargs(self) -> dict[str, Any] | None:
+        """Return the settings of the store's connections; None where a claim cannot push.
+
+        A cluster spreads keys over nodes, and a claim that waits for replicas may be
+        given back after its script ran: neither may push a message inside the claim.
+        """
+        if self._cluster or self._min_replicas:
+            return None
+        return dict(self._redis.connection_pool.connection_kwargs)
+
     def keys(self, instance_id: str) -> Keys:
         """Return the Redis keys of one instance."""
         return self._keyspace.instance(instance_id)
 
-    def _run(self, script: str, instance_id: str, args: list[Any], client: Any = None) -> Any:
-        return self._scripts.run(script, self.keys(instance_id), args, client=client)
+    def _run(self, script: str, instance_id: str, args: list[Any], client: Any = None,
+             extra_keys: tuple[str, ...] = ()) -> Any:
+        return self._scripts.run(script, self.keys(instance_id), args, client=client, extra_keys=extra_keys)
 
     # -- claims -----------------------------------------------------------------
     @_unavailable
@@ -165,6 +177,8 @@ class Store:
         lease_s: float = 300.0,
         timeout_s: float = 0.0,
         message_json: str = "",
+        recorded: Recorded | None = None,
+        probe: int = 0,
     ) -> ClaimResult:
         """Claim the ID for a new Pending run as the policies allow (one round trip).
 
@@ -173,15 +187,30 @@ class Store:
         `message_json` is the run's first message: it stays in the instance's outbox
         until the run's first step arrives (or ``sent`` clears it), so a repeated start
         (an ``existing`` answer carries it) or the reconciler can publish it again.
+        `recorded` is that message as the broker takes it (``queue.Recorder``; only where
+        ``connection_kwargs`` is not None and the broker is this database): a successful
+        claim pushes it onto its queue and publishes its events in the same script.
+        With `probe` (the number of starts the answer is for), nothing is claimed: starts
+        the policies refuse are answered (and counted, `probe` of them) as usual, starts
+        they let through answer ``retry``; a caller that expects a refusal asks so before
+        it builds its message.
         """
         args = [name, run_id, input_json, if_live, if_finished, request_id, self._retention_us,
                 _us(lease_s), _us(timeout_s), PREVIOUS_RECORD_TTL_MS, TERMINATED_BY_START,
                 message_json]
+        lists: tuple[str, ...] = ()
+        args.append(str(probe) if probe else "")
+        if recorded is not None:
+            lists = tuple(key for key, _ in recorded.pushes)
+            args += [len(lists), *(payload for _, payload in recorded.pushes),
+                     *(part for event in recorded.events for part in event)]
         if self._min_replicas:
             reply = self._claim_replicated(instance_id, run_id, args)
         else:
-            reply = [_text(v) for v in self._run("claim", instance_id, args)]
+            reply = [_text(v) for v in self._run("claim", instance_id, args, extra_keys=lists)]
         outcome = ClaimVerdict(reply[0])
+        if outcome is ClaimVerdict.RETRY:
+            return ClaimResult(outcome, RuntimeStatus(reply[1] or RuntimeStatus.PENDING), reply[2])
         if outcome is ClaimVerdict.CLAIMED:
             ended = reply[2] if len(reply) > 2 else ""
             return ClaimResult(outcome, RuntimeStatus.PENDING, run_id, int(reply[1]), ended=ended)

@@ -37,6 +37,10 @@ class Scripts:
         """Register each script on `client` (sent by SHA, loaded on first use)."""
         self._scripts = {name: client.register_script(source(name)) for name in NAMES}
 
-    def run(self, name: str, keys: Keys, args: list[Any], client: Any = None) -> Any:
-        """Run script `name` for one instance's `keys` (on a pipeline when `client` is one)."""
-        return self._scripts[name](list(keys), args, client=client)
+    def run(self, name: str, keys: Keys, args: list[Any], client: Any = None,
+            extra_keys: tuple[str, ...] = ()) -> Any:
+        """Run script `name` for one instance's `keys` (on a pipeline when `client` is one).
+
+        `extra_keys` follow the instance's (the claim's broker queues, see ``queue.py``).
+        """
+        return self._scripts[name]([*keys, *extra_keys], args, client=client)

@@ -20,6 +20,7 @@ class ClaimVerdict(enum.StrEnum):
     REFUSED = "refused"  # a live run holds the ID
     EXISTING = "existing"  # the run on record answers (same request ID, or use_existing)
     REJECTED = "rejected"  # a finished run is on record and the policy forbids a new one
+    RETRY = "retry"  # (a probe) the policies would let this start claim: start for real
 
 
 class StepVerdict(enum.StrEnum):

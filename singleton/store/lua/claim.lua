@@ -1,14 +1,22 @@
 -- claim: take the ID for a new Pending run, as the start policies allow.
 -- KEYS: the instance's keys (prelude.lua); uses inst, steps, created, expiring, prev,
---   hist, events, alive, out, outbox, prevh, parked.
+--   hist, events, alive, out, outbox, prevh, parked; after them (k.lists), the broker
+--   lists a claimed start pushes its first message onto (only where the broker is this
+--   database: a start is then one round trip).
 -- ARGV: 1 name, 2 run_id, 3 input (JSON), 4 if_live, 5 if_finished, 6 request_id ('' for
 --   none), 7 retention_us, 8 lease_us, 9 timeout_us (0: none), 10 prev_ttl_ms (how long
 --   the replaced record is kept for undo_claim), 11 terminated_output (JSON, the output
 --   of a live run that terminate_existing ends), 12 message (JSON: the run's first
---   message, kept in the outbox until it is published; '' for none).
+--   message, kept in the outbox until it is published; '' for none), 13 probe (the
+--   number of starts a probe answers: a claim the policies allow answers 'retry' and
+--   writes nothing, a refusal counts that many; '' or absent: claim), 14
+--   pushes (how many lists follow the instance's keys; absent: none), then one message
+--   per list as kombu would LPUSH it, then (channel, payload) pairs to PUBLISH (its
+--   task-sent events).
 -- Returns {'claimed', fence, name of the live run terminate_existing ended ('' if none)}
 --   or {'refused'|'existing'|'rejected', status, run_id on record [, the run's still
---   unpublished first message, for 'existing']}. A refusal also counts in the shard's
+--   unpublished first message, for 'existing']} or, for a probe the policies let
+--   through, {'retry', status ('' for none), run_id on record}. A refusal also counts in the shard's
 --   `refused` hash (per minute, kept two hours) for the dashboard's summary.
 local name = ARGV[1]
 local run_id = ARGV[2]
@@ -22,6 +30,9 @@ local timeout_us = tonumber(ARGV[9])
 local prev_ttl_ms = tonumber(ARGV[10])
 local terminated_output = ARGV[11]
 local message = ARGV[12]
+local probe = tonumber(ARGV[13])
+local pushes = tonumber(ARGV[14]) or 0
+local sends = {unpack(ARGV, 15)}
 
 -- An answer with the run on record; a repeated start also gets the run's first
 -- message while it is still in the outbox, to publish it again (same task ids).
@@ -34,7 +45,7 @@ end
 -- shard-wide key beside the records: same hash tag, same slot).
 local function refused(verdict, status, run)
   local counts = string.sub(k.records, 1, -3) .. 'refused'
-  redis.call('HINCRBY', counts, fmt(math.floor(now_us() / 60000000)), 1)
+  redis.call('HINCRBY', counts, fmt(math.floor(now_us() / 60000000)), probe or 1)
   redis.call('PEXPIRE', counts, 7200000)
   return {verdict, status, run}
 end
@@ -47,12 +58,15 @@ if status then
   if LIVE[status] then
     if if_live == 'use_existing' then return existing(status, cur[2]) end
     if if_live ~= 'terminate_existing' then return refused('refused', status, cur[2]) end
+    if probe then return {'retry', status, cur[2]} end
     finish('Terminated', terminated_output, retention_us)
     ended = cur[5] or ''
   elseif if_finished == 'reject' or (if_finished == 'allow_failed_only' and status == 'Completed') then
     return refused('rejected', status, cur[2])
   end
 end
+-- A probe only asks whether the policies refuse: the caller then starts for real.
+if probe then return {'retry', status or '', cur[2] or ''} end
 local now = now_us()
 local fence = math.max((tonumber(cur[3]) or 0) + 1, now)
 if status then
@@ -99,4 +113,7 @@ for _, gone in ipairs(due) do
     redis.call('ZREM', k.created, gone)
   end
 end
+-- The first message reaches its queue with the claim, or neither happens.
+for i = 1, pushes do redis.call('LPUSH', k.lists[i], sends[i]) end
+for i = pushes + 1, #sends - 1, 2 do redis.call('PUBLISH', sends[i], sends[i + 1]) end
 return {'claimed', fmt(fence), ended}

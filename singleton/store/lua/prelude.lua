@@ -3,11 +3,12 @@
 -- KEYS: the instance's keys, always all of them and in this order (keys.py, Keys):
 --   1 record, 2 steps, 3 created, 4 expiring, 5 prev, 6 history, 7 events, 8 alive,
 --   9 drain, 10 ticks, 11 buffer, 12 out, 13 outbox, 14 prevh, 15 parked.
--- Scripts reach them through `k` and never index KEYS themselves.
+-- Scripts reach them through `k` and never index KEYS themselves. Keys after the 15th
+-- are the script's own (claim.lua: the broker lists it pushes onto), in `k.lists`.
 local k = {inst = KEYS[1], steps = KEYS[2], created = KEYS[3], expiring = KEYS[4],
   prev = KEYS[5], hist = KEYS[6], events = KEYS[7], alive = KEYS[8], drain = KEYS[9],
   ticks = KEYS[10], buffer = KEYS[11], out = KEYS[12], outbox = KEYS[13], prevh = KEYS[14],
-  parked = KEYS[15]}
+  parked = KEYS[15], lists = {unpack(KEYS, 16)}}
 -- The instance ID is what follows the shard's "}:i:" in the record's key; the key of
 -- another record of the shard (same hash tag, so the same slot) is k.records .. its ID.
 k.records = string.sub(KEYS[1], 1, string.find(KEYS[1], '}:i:', 1, true) + 3)
