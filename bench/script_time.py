@@ -169,10 +169,13 @@ def _summary(reps: list[dict[str, Any]], runs: int) -> dict[str, Any]:
 
 
 # -- the report ----------------------------------------------------------------------
-# Measured before the scripts' per-call work was cut (commit 0d52edb, same machine,
-# `python -m bench.suite --only scripts`, 5 repetitions: live 508-592, alone 366-472).
-BEFORE_LIVE_US = 551.0
-BEFORE_ALONE_US = 413.0
+# Measured on the scripts as they were before their per-call work was cut (commit e8f4f8b),
+# back to back with the scripts after it, on this machine at load average 1.7-2.0 (live
+# median of 5 repetitions of 50 runs: before 756, after 684; alone, 300 runs: 516, 389).
+# An earlier run of the same code at load 1.1-1.5 gave 551 and 413: the figures follow
+# the machine's load, so a run compares with these only at a like load.
+BEFORE_LIVE_US = 756.0
+BEFORE_ALONE_US = 516.0
 TARGET_SHARE = 0.5
 
 
@@ -210,5 +213,7 @@ def section(results: dict[str, Any], spread: Callable[..., str],
         "script's time; alone, the same calls run in a row with no worker, and commandstats read after "
         f"each call gives each script its share. Before: {BEFORE_LIVE_US:.0f} µs live, "
         f"{BEFORE_ALONE_US:.0f} µs alone, measured on the scripts as they were before their per-call work "
-        "was cut (bench/script_time.py).", ""]
+        "was cut, back to back with the scripts after it (bench/script_time.py). Both figures are "
+        "wall-clock time inside Redis and follow the machine's load (the same code gave 551 and 413 at a "
+        "lower load): compare with them only at a like load average.", ""]
     return lines
