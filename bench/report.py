@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import scale_out
+from . import scale_out, script_time
 from .end_to_end import CHAINS, ORCHESTRATIONS
 from .measure import Ratio, Spread
 from .tools import OURS, PLAIN
@@ -123,6 +123,8 @@ def targets(results: dict[str, Any]) -> list[Target]:
         found.append(Target("exactly one enqueued run under contention (start_new)",
                             ", ".join(map(str, enqueued)) + " per repetition",
                             all(n == 1 for n in enqueued) and not contention[OURS]["errors"]))
+    if "scripts" in results:
+        found.append(Target(*script_time.target(results["scripts"])))
     return found
 
 
@@ -312,6 +314,8 @@ def markdown(results: dict[str, Any], header: str, plot_name: str) -> str:
         ]
     if "scale_out" in results:
         lines += scale_out.section(results["scale_out"], _spread, _table)
+    if "scripts" in results:
+        lines += script_time.section(results["scripts"], _spread, _table)
     remains = analysis(results)
     if remains:
         lines += ["## What remains, and why", ""]

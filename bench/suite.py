@@ -1,7 +1,7 @@
 """``make bench``: this project side by side with plain Celery, celery-singleton and celery-once.
 
 Starts a private Redis server (free port; a local server is never touched), runs
-the six sections in turn, prints each target as met, not met or noisy, profiles what is
+the seven sections in turn, prints each target as met, not met or noisy, profiles what is
 missed, and writes BENCHMARKS.md and benchmarks.png (``--quick``: tiny sizes,
 written under var/bench/ unless --out is given).
 
@@ -25,7 +25,7 @@ import redis
 from proj.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("start", "contention", "http", "e2e", "scale", "scale-out")
+SECTIONS = ("start", "contention", "http", "e2e", "scale", "scale-out", "scripts")
 PEER_DB = 1
 SCALE_FIRST_DB = 2
 
@@ -35,12 +35,13 @@ FULL = {
     "runs": 500, "concurrency": 2, "e2e_timeout": 300.0,
     "sizes": (1_000, 10_000, 100_000), "scale_calls": 300, "fill_processes": 2, "profile_calls": 500,
     "pairs": 31, "pair_calls": 100, "http_rounds": 15, "e2e_pairs": 15, "e2e_runs": 100,
+    "script_runs": 100, "script_alone_runs": 300,
 }
 QUICK = {
     **FULL, "start_calls": 100, "count_calls": 20, "http_seconds": 0.5, "http_workers": 2,
     "http_processes": 1, "http_threads": 2, "runs": 30, "e2e_timeout": 60.0,
     "sizes": (100, 1_000, 3_000), "scale_calls": 30, "profile_calls": 50,
-    "pairs": 15, "pair_calls": 20, "e2e_runs": 20,
+    "pairs": 15, "pair_calls": 20, "e2e_runs": 20, "script_runs": 20, "script_alone_runs": 50,
 }
 
 HEADER = """
@@ -222,6 +223,14 @@ def run_sections(sections: list[str], cfg: dict[str, Any], url: str, workdir: Pa
         results["scale_out"] = scale_out.run(
             app, dict(os.environ), workdir, calls=cfg["start_calls"], runs=cfg["runs"], repetitions=reps,
             concurrency=cfg["concurrency"], timeout=cfg["e2e_timeout"], log=log)
+    if "scripts" in sections:
+        log("== 7. script time per 3-step run")
+        from bench import script_time
+
+        results["scripts"] = script_time.run(
+            app, dict(os.environ), workdir, url=url, runs=cfg["script_runs"],
+            micro_runs=cfg["script_alone_runs"], repetitions=reps, timeout=cfg["e2e_timeout"], log=log)
+        _flush(url, 0)
     return results
 
 

@@ -3,11 +3,16 @@
 A script is the shared ``prelude.lua`` (the instance's keys named in ``k``, the live
 statuses, helpers) followed by the script's own file. Every script is called with all
 of its instance's keys (``Keys``) and its own ARGV, which each file's header maps.
+
+Each call of a script runs its whole text, so the prelude's definitions are made anew
+on every call: a script carries only those it uses (by name, directly or through
+another definition it carries), which keeps that per-call work to what it needs.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from importlib.resources import files
 from typing import Any
 
@@ -23,11 +28,49 @@ NAMES = (
 )
 
 
+# A top-level definition of the prelude: `local NAME = ...` or `local function NAME(...)`.
+_DEFINITION = re.compile(r"^local (?:function )?(\w+)")
+_COMMENT = re.compile(r"--[^\n]*")
+
+
+def definitions(prelude: str) -> dict[str, str]:
+    """Split `prelude` into its top-level definitions, by name, in order; each keeps the
+    comment lines above it, and the lines up to the next one (``k``'s own fields)."""
+    found: dict[str, str] = {}
+    name, pending = "", ""
+    for line in prelude.splitlines(keepends=True):
+        match = _DEFINITION.match(line)
+        if match:
+            name = match.group(1)
+            found[name], pending = pending + line, ""
+        elif line.startswith("--"):
+            pending += line
+        elif name:
+            found[name] += pending + line
+            pending = ""
+    return found
+
+
+def used(prelude: str, body: str) -> str:
+    """Return the prelude's definitions that `body` needs (``k`` always), in order."""
+    defined = definitions(prelude)
+    # A name used, not a table's field of that name (`k.alive`, `{alive = ...}`).
+    words = re.compile(r"(?<![.\w])(" + "|".join(map(re.escape, defined)) + r")\b(?!\s*=(?!=))")
+    needed, todo = {"k"}, [body, defined["k"]]
+    while todo:
+        for word in words.findall(_COMMENT.sub("", todo.pop())):
+            if word not in needed:
+                needed.add(word)
+                todo.append(defined[word])
+    return "".join(text for word, text in defined.items() if word in needed)
+
+
 @functools.cache
 def source(name: str) -> str:
-    """Return the Lua source of script `name` (its file, after the prelude)."""
+    """Return the Lua source of script `name`: the prelude's definitions it uses, then its file."""
     lua = files(__package__) / "lua"
-    return (lua / "prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    body = (lua / f"{name}.lua").read_text()
+    return used((lua / "prelude.lua").read_text(), body) + "\n" + body
 
 
 class Scripts:

@@ -17,7 +17,9 @@ local task_name = ARGV[6]
 local message = ARGV[7]
 local parent = ARGV[8]
 
-local cur = redis.call('HMGET', k.inst, 'run', 'status', 'continuedby', 'fence', 'suspendnext')
+local cur = redis.call('HMGET', k.inst, 'run', 'status', 'continuedby', 'fence', 'suspendnext', 'lease',
+  'deadline')
+local lease = {cur[6], cur[7]}  -- what alive() reads
 if cur[1] ~= run_id or not LIVE[cur[2]] then
   -- The continue-as-new step that made the current run, redelivered before it
   -- confirmed the new run's publish: it may publish again.
@@ -32,14 +34,14 @@ local now = now_us()
 local step = redis.call('HGET', k.steps, task_id)
 if step then
   if string.sub(step, 1, 5) == 'done:' then
-    alive()
+    alive(nil, lease)
     return {'done', string.sub(step, 6)}
   end
   if step == 'parked' then return {'parked', cur[2]} end
   -- A step the reconciler sent again ("run:resent:<until>") is free for any delivery.
   local lease_until = lease_end(step)
   if lease_until > now and string.sub(step, 1, 11) ~= 'run:resent:' then
-    alive()
+    alive(nil, lease)
     return {'busy', fmt(lease_until - now)}
   end
 end
@@ -48,15 +50,18 @@ if cur[2] == 'Suspended' or cur[5] then return {'suspended', cur[2]} end
 local wait = draining(now)
 -- A step of an ended run still executes: look again in a second (or when its lease ends).
 if wait > 0 then
-  alive()
+  alive(nil, lease)
   return {'busy', fmt(math.min(wait, 1000000))}
 end
-redis.call('HSET', k.steps, task_id, 'run:' .. token .. ':' .. fmt(now + lease_us),
-  't:' .. task_id, fmt(now) .. '|' .. task_name)
-if message ~= '' then redis.call('HSET', k.steps, 'm:' .. task_id, message) end
+local marker, began = 'run:' .. token .. ':' .. fmt(now + lease_us), fmt(now) .. '|' .. task_name
+if message ~= '' then
+  redis.call('HSET', k.steps, task_id, marker, 't:' .. task_id, began, 'm:' .. task_id, message)
+else
+  redis.call('HSET', k.steps, task_id, marker, 't:' .. task_id, began)
+end
 if parent ~= '' then redis.call('HDEL', k.steps, 'm:' .. parent) end
 redis.call('PEXPIRE', k.steps, math.floor(retention_us / 1000))
-alive()
+alive(nil, lease)
 if cur[2] ~= 'Running' then
   redis.call('HSET', k.inst, 'status', 'Running', 'updated', fmt(now))
 else

@@ -19,18 +19,29 @@ local LIVE = {Pending = true, Running = true, Suspended = true, ContinuedAsNew =
 local PARK_FIELDS = {'park', 'parkvalue', 'waiting', 'waittask', 'waitfinal', 'waitdefault',
   'suspendnext'}
 
+-- The clock is read once per call: a script runs atomically, so its instants agree,
+-- and each TIME would cost a command.
+local clock
 local function now_us()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+  if not clock then
+    local t = redis.call('TIME')
+    clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  return clock
 end
-local function fmt(n) return string.format('%.0f', n) end
+-- Every number a script writes is a whole count (µs, ms, a fence): '%d' prints it
+-- exactly, and costs far less than formatting it as a float.
+local function fmt(n) return string.format('%d', n) end
+-- Whether `run` is the current, live run; then its status, and the record's run,
+-- status, lease and deadline (for alive(), which then needs no read of its own).
 local function is_current(run)
-  local cur = redis.call('HMGET', k.inst, 'run', 'status')
-  return cur[1] == run and LIVE[cur[2]] ~= nil, cur[2]
+  local cur = redis.call('HMGET', k.inst, 'run', 'status', 'lease', 'deadline')
+  return cur[1] == run and LIVE[cur[2]] ~= nil, cur[2], cur
 end
--- Append one step's history entry, from the start time its begin_step noted.
-local function history(task_id, outcome, result)
-  local began = redis.call('HGET', k.steps, 't:' .. task_id)
+-- Append one step's history entry, from the start time its begin_step noted
+-- (`began`, when the caller read it already).
+local function history(task_id, outcome, result, began)
+  began = began or redis.call('HGET', k.steps, 't:' .. task_id)
   if not began then return end
   local sep = string.find(began, '|', 1, true)
   redis.call('RPUSH', k.hist, cjson.encode({taskId = task_id, name = string.sub(began, sep + 1),
@@ -42,9 +53,10 @@ local function lease_end(marker) return tonumber(string.match(marker, ':(%d+)$')
 -- A sign of life: the run may stay silent for its lease (plus `extra_us`) before the
 -- reconciler fails it as lost, and never beyond its deadline (the run's timeout). A
 -- running step's lease that ends sooner brings the reconciler sooner: if the step's
--- worker died, the reconciler sends the step again (reap.lua).
-local function alive(extra_us)
-  local f = redis.call('HMGET', k.inst, 'lease', 'deadline')
+-- worker died, the reconciler sends the step again (reap.lua). `f` is the record's
+-- {lease, deadline}, when the caller read them already.
+local function alive(extra_us, f)
+  f = f or redis.call('HMGET', k.inst, 'lease', 'deadline')
   local until_us = now_us() + (tonumber(f[1]) or 0) + (extra_us or 0)
   local steps = redis.call('HVALS', k.steps)
   for i = 1, #steps do
@@ -119,8 +131,9 @@ local function finish(status, output, retention_us, except_task)
   redis.call('PEXPIRE', k.inst, math.floor(retention_us / 1000))
   redis.call('PEXPIRE', k.hist, math.floor(retention_us / 1000))
   redis.call('ZADD', k.expiring, fmt(now + retention_us), k.id)
-  redis.call('DEL', k.steps, k.events, k.parked)
-  outbox_clear()
+  -- The outbox goes too (outbox_clear), in the same DEL.
+  redis.call('DEL', k.steps, k.events, k.parked, k.out)
+  redis.call('ZREM', k.outbox, k.id)
 end
 -- Event buffers: one JSON array of raw JSON payloads per event name, oldest first;
 -- the record's `buffered` counts them all.

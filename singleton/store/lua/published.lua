@@ -13,7 +13,8 @@ local message = ARGV[3]
 local wait_us = tonumber(ARGV[4])
 local retention_us = tonumber(ARGV[5])
 
-if not is_current(run_id) then return 0 end
+local current, _, cur = is_current(run_id)
+if not current then return 0 end
 if redis.call('HEXISTS', k.steps, task_id) == 1 then return 0 end
 -- Marked as a step the reconciler sent: free for any delivery, executing nowhere yet
 -- (no drain waits for it), and sent again when its wait is over (reap.lua).
@@ -21,5 +22,5 @@ redis.call('HSET', k.steps, task_id, 'run:resent:' .. fmt(now_us() + wait_us), '
 redis.call('PEXPIRE', k.steps, math.floor(retention_us / 1000))
 -- A step being published is a sign of life; the reconciler looks again when its
 -- wait ends.
-alive()
+alive(nil, {cur[3], cur[4]})
 return 1

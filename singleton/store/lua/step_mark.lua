@@ -12,7 +12,9 @@ local lease_us = tonumber(ARGV[5]) or 0
 local result = ARGV[6]
 
 local mine = 'run:' .. token .. ':'
-if not is_current(run_id) then
+local current, _, cur = is_current(run_id)
+local lease = {cur[3], cur[4]}  -- what alive() reads
+if not current then
   -- A step of an ended run: keep renewing its draining lease, or drop it once it ends.
   local draining_step = redis.call('HGET', k.drain, task_id)
   if draining_step and string.sub(draining_step, 1, #mine) == mine then
@@ -25,20 +27,21 @@ if not is_current(run_id) then
   end
   return 0
 end
-local step = redis.call('HGET', k.steps, task_id)
+local got = redis.call('HMGET', k.steps, task_id, 't:' .. task_id)
+local step = got[1]
 if not step or string.sub(step, 1, #mine) ~= mine then return 0 end
 if action == 'done' then
-  history(task_id, 'Completed', result)
+  history(task_id, 'Completed', result, got[2])
   -- The kept message stays until the next step starts: if this worker dies before
   -- it publishes the next step, a re-sent copy hands the result on (reap.lua).
   redis.call('HSET', k.steps, task_id, 'done:' .. result)
-  alive()
+  alive(nil, lease)
 elseif action == 'renew' then
   redis.call('HSET', k.steps, task_id, mine .. fmt(now_us() + lease_us))
-  alive()
+  alive(nil, lease)
 else
   -- Keep the start time: a failure recorded next still finds it for the history.
   redis.call('HDEL', k.steps, task_id, 'm:' .. task_id)
-  alive()
+  alive(nil, lease)
 end
 return 1
