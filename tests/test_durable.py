@@ -282,6 +282,8 @@ def test_restart_with_a_new_id_runs_the_original_input(client, uid):
 
 def test_restart_with_the_same_id_needs_a_terminal_instance(client, uid, redis_client):
     client.start_new("Held", uid, {"key": uid})
+    # Held first, so the release below ends this run's step and is not left for the next run's.
+    wait_until(lambda: events(redis_client, uid), 20, "the held step to start")
     with pytest.raises(InstanceAlreadyExists):
         client.restart(uid, new_instance_id=False)
     client.terminate(uid)
