@@ -178,7 +178,9 @@ def test_a_delay_longer_than_one_timer_hop_continues_through_the_timer(client, u
     # The tests' timers hop at most 3 s: a 4 s interval goes through singleton.timer.
     client.start_new("Counter", uid, {"count": 0, "interval": 4})
     wait_until(lambda: custom_count(client, uid) == 0, 20, "the first cycle")
-    assert client.get_status(uid).runtime_status is RuntimeStatus.RUNNING
+    # ContinuedAsNew until the continue step has published the next run (slower on RabbitMQ).
+    wait_until(lambda: client.get_status(uid).runtime_status is RuntimeStatus.RUNNING, 20,
+               "the next run to be published and Running")
     wait_until(lambda: custom_count(client, uid) == 1, 20, "the second cycle, 4 s later")
     client.terminate(uid)
 
