@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 BENCH_VENV := .venv-bench
 
-.PHONY: run test lint bench bench-http chaos fuzz clean
+.PHONY: run test test-fast lint bench bench-http chaos fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,9 +23,21 @@ $(VENV)/.test-deps: requirements-dev.txt $(VENV)/.run-deps
 run: $(VENV)/.run-deps
 	$(BIN)/python -m proj.devserver
 
+# Two pytest-xdist processes (CI has 2 cores), a test file per process at a time, so a
+# module's worker and fixtures start once; each process has its own Redis server and
+# RabbitMQ vhosts. PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 2
+XDIST = -n $(PYTEST_WORKERS) --dist loadfile
+
 test: $(VENV)/.test-deps
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
+
+# The inner loop: everything but the tests marked slow (chaos smoke, browser, Sentinel,
+# Cluster, a dead worker under the shipped defaults). `make test` still runs them all.
+test-fast: $(VENV)/.test-deps
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 # The peers (celery-singleton, celery-once), matplotlib and the profilers never enter .venv.
 $(BENCH_VENV)/.bench-deps: requirements.txt requirements-bench.txt

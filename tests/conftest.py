@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 import redis
+from _pytest.nodeid import NodeId
 from redis.cluster import RedisCluster
 
 from devtools.rabbitmq import RabbitVhost, point_app_at, rabbitmq_missing
 from proj.redis_server import RedisServer
 from singleton.store import Store
-from tests.services import RABBITMQ_SKIPS, rabbitmq_vhost
+from tests.services import RABBITMQ_SKIP, rabbitmq_vhost
 
 STORE_RETENTION_S = 60.0
 
@@ -51,6 +52,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 _SERVER = pytest.StashKey[RedisServer]()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Under pytest 9 schemathesis' items of every operation share one node ID (pytest takes
+    # an ID's [params] from a callspec, which they have not; their names have the
+    # operation): pytest-xdist schedules by node ID, and would run only one of them.
+    for item in items:
+        module, _, function = item.nodeid.rpartition("::")
+        if "[" in item.name and "[" not in function:
+            item._id = NodeId.parse(f"{module}::{item.name}")
 
 
 @pytest.fixture(scope="session")
@@ -138,11 +149,11 @@ class Broker:
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
-    skipped = config.stash.get(RABBITMQ_SKIPS, 0)
+    reports = terminalreporter.stats.get("skipped", [])
+    skipped = sum(RABBITMQ_SKIP in str(report.longrepr) for report in reports)
     if skipped:
         terminalreporter.write_line(
-            f"RabbitMQ tests skipped ({skipped} set(s)): {rabbitmq_missing()}; "
-            "REQUIRE_RABBITMQ=1 fails instead",
+            f"RabbitMQ tests skipped ({skipped}): {rabbitmq_missing()}; REQUIRE_RABBITMQ=1 fails instead",
             yellow=True,
         )
 
@@ -157,7 +168,7 @@ def broker(request: pytest.FixtureRequest, app, redis_server: RedisServer) -> It
     if getattr(request, "param", "redis") == "redis":
         yield Broker("redis", redis_server.url)
         return
-    vhost = rabbitmq_vhost(request.config)
+    vhost = rabbitmq_vhost()
     os.environ["CELERY_BROKER_URL"] = vhost.url
     redis_options = app.conf.broker_transport_options
     point_app_at(app, vhost.url, {"confirm_publish": True})

@@ -9,9 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import socket
-import subprocess
 import sys
 import urllib.error
 import urllib.parse
@@ -135,20 +133,6 @@ def http_json(
         return status, text
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def rendered_dom(url: str, profile: Path, *, budget_ms: int = 15000) -> str:
-    """Load `url` in headless Chromium, run its scripts, and return the page's DOM."""
-    assert CHROMIUM, "no chromium on PATH"
-    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}", "--dump-dom", url]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=90)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
-
-
 # -- RabbitMQ: a private vhost per use -------------------------------------------------
 BROKERS = ("redis", "rabbitmq")
 # A module marked so runs all its tests once per broker (Redis first): its `broker`
@@ -156,17 +140,18 @@ BROKERS = ("redis", "rabbitmq")
 # per broker.
 both_brokers = pytest.mark.parametrize("broker", BROKERS, indirect=True, scope="module")
 RABBITMQ_REQUIRED = os.environ.get("REQUIRE_RABBITMQ", "") == "1"
-RABBITMQ_SKIPS = pytest.StashKey[int]()
+# The skip's reason starts so: the session's summary counts those skips from the test
+# reports, which reach it from pytest-xdist's worker processes too.
+RABBITMQ_SKIP = "RabbitMQ unusable: "
 
 
-def rabbitmq_vhost(config: pytest.Config) -> RabbitVhost:
+def rabbitmq_vhost() -> RabbitVhost:
     """Create a vhost of its own on the local RabbitMQ, or skip (fail under REQUIRE_RABBITMQ=1)."""
     missing = rabbitmq_missing()
     if missing and RABBITMQ_REQUIRED:
         pytest.fail(f"REQUIRE_RABBITMQ=1 but RabbitMQ is unusable: {missing}")
     if missing:
-        config.stash[RABBITMQ_SKIPS] = config.stash.get(RABBITMQ_SKIPS, 0) + 1
-        pytest.skip(f"RabbitMQ: {missing}")
+        pytest.skip(f"{RABBITMQ_SKIP}{missing}")
     return RabbitVhost().create()
 
 

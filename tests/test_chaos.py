@@ -14,7 +14,7 @@ import pytest
 from tests.services import both_brokers
 from tests.workers import REPO
 
-pytestmark = [pytest.mark.timeout(400), both_brokers]
+pytestmark = [pytest.mark.timeout(400), pytest.mark.slow, both_brokers]
 
 SECONDS = os.environ.get("CHAOS_SECONDS", "60")
 RULES = ("empty_log", "overlaps", "double_executions", "unfinished", "stuck", "wedged",

@@ -18,7 +18,7 @@ from singleton.store import Store
 from tests.services import ClusterNodes
 from tests.workers import REPO
 
-pytestmark = pytest.mark.timeout(420)
+pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,38 +25,22 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from singleton.runtime import runtime
+from tests.browser import BROWSER_REQUIRED, CHROMEDRIVER, CHROMIUM, browser_missing
 from tests.probe import events, release
 from tests.test_api_http import Gunicorn, request
 from tests.workers import REPO, wait_until
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-APT_TIMEOUT_S = 600
 KEY = "browser-operator-" + uuid.uuid4().hex
 VIEWER = "browser-viewer-" + uuid.uuid4().hex
 XSS = '"><img src=x onerror=alert(1)>'
 WAIT_S = 30  # for the page to show what the worker did
-
-
-def _install_browser() -> str | None:
-    """Install Debian's chromium and chromium-driver if missing; return why not, or None."""
-    if CHROMIUM.exists() and CHROMEDRIVER.exists():
-        return None
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return "Chromium is not installed (apt-get install chromium chromium-driver, as root)"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"]
-    for args in (["apt-get", "update", "-q"], install):
-        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=APT_TIMEOUT_S)
-        if done.returncode != 0:
-            return f"{' '.join(args)} failed: {done.stderr.strip()[-300:]}"
-    return None if CHROMIUM.exists() and CHROMEDRIVER.exists() else "apt-get left no /usr/bin/chromium"
+pytestmark = pytest.mark.slow
 
 
 # At collection, so a missing browser is one skip line for the module (or, with
 # REQUIRE_BROWSER=1, one collection error), and the install has no test's timeout.
-_MISSING = _install_browser()
-if _MISSING and os.environ.get("REQUIRE_BROWSER") == "1":
+_MISSING = browser_missing()
+if _MISSING and BROWSER_REQUIRED:
     pytest.fail(f"REQUIRE_BROWSER=1 but {_MISSING}", pytrace=False)
 if _MISSING:
     pytest.skip(f"dashboard browser tests skipped: {_MISSING}", allow_module_level=True)

@@ -23,6 +23,9 @@ from tests.services import http_json
 from tests.workers import REPO, Worker, wait_until
 
 STATUS = "/runtime/webhooks/durabletask/instances/hello-1"
+# make run's worker has one pool process here (WORKER_CONCURRENCY=1), which beat's demo
+# SyncInventory may hold when hello-1 arrives: up to 400 changes at 0.1 s each.
+FIRST_RUN_S = 60
 UP = "Everything is up."
 
 
@@ -111,7 +114,7 @@ def test_make_run_serves_starts_stops_clean_and_keeps_records(tmp_path):
         assert f"http://127.0.0.1:{first.flower_port}" in first.text()
         assert first.api("POST", "/api/orchestrators/HelloSequence/hello-1")[0] == 202
         assert first.api("POST", "/api/orchestrators/HelloSequence/hello-1")[0] in (202, 409)
-        wait_until(lambda: first.api("GET", STATUS)[0] == 200, 30, "hello-1 to complete")
+        wait_until(lambda: first.api("GET", STATUS)[0] == 200, FIRST_RUN_S, "hello-1 to complete")
         processes = first.descendants()
         assert len(processes) >= 6  # honcho, web, worker, beat, flower, redis, ...
     finally:
@@ -162,7 +165,7 @@ def test_make_run_on_redis_url_from_a_fresh_checkout_whose_path_has_a_space(tmp_
     try:
         assert "Embedded Redis" not in server.text()
         assert server.api("POST", "/api/orchestrators/HelloSequence/hello-1")[0] == 202
-        _, body = wait_until(lambda: (r := server.api("GET", STATUS))[0] == 200 and r, 30,
+        _, body = wait_until(lambda: (r := server.api("GET", STATUS))[0] == 200 and r, FIRST_RUN_S,
                              "hello-1 to complete")
         assert body["output"][-1] == "Hello London!"
         assert list((checkout / "var").glob("celerybeat-schedule*"))
@@ -207,7 +210,7 @@ def test_the_worker_check_pings_the_broker_in_use_not_redis_url(tmp_path, privat
         try:
             assert "make run: worker is up" in server.text()
             assert server.api("POST", "/api/orchestrators/HelloSequence/hello-1")[0] == 202
-            wait_until(lambda: server.api("GET", STATUS)[0] == 200, 30, "hello-1 to complete")
+            wait_until(lambda: server.api("GET", STATUS)[0] == 200, FIRST_RUN_S, "hello-1 to complete")
         finally:
             server.interrupt(signal.SIGINT, group=True)
     finally:

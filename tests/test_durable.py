@@ -178,7 +178,9 @@ def test_a_delay_longer_than_one_timer_hop_continues_through_the_timer(client, u
     # The tests' timers hop at most 3 s: a 4 s interval goes through singleton.timer.
     client.start_new("Counter", uid, {"count": 0, "interval": 4})
     wait_until(lambda: custom_count(client, uid) == 0, 20, "the first cycle")
-    assert client.get_status(uid).runtime_status is RuntimeStatus.RUNNING
+    # ContinuedAsNew until the continue step has published the next run (slower on RabbitMQ).
+    wait_until(lambda: client.get_status(uid).runtime_status is RuntimeStatus.RUNNING, 20,
+               "the next run to be published and Running")
     wait_until(lambda: custom_count(client, uid) == 1, 20, "the second cycle, 4 s later")
     client.terminate(uid)
 
@@ -282,6 +284,8 @@ def test_restart_with_a_new_id_runs_the_original_input(client, uid):
 
 def test_restart_with_the_same_id_needs_a_terminal_instance(client, uid, redis_client):
     client.start_new("Held", uid, {"key": uid})
+    # Held first, so the release below ends this run's step and is not left for the next run's.
+    wait_until(lambda: events(redis_client, uid), 20, "the held step to start")
     with pytest.raises(InstanceAlreadyExists):
         client.restart(uid, new_instance_id=False)
     client.terminate(uid)

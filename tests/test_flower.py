@@ -11,8 +11,9 @@ import pytest
 from proj.devserver import flower_link
 from singleton.runtime import runtime
 from singleton.schedules import START_TASK
+from tests.browser import rendered_dom
 from tests.probe import events, release
-from tests.services import CHROMIUM, Flower, rendered_dom
+from tests.services import Flower
 from tests.workers import wait_until
 
 
@@ -117,7 +118,7 @@ def test_flowers_task_list_shows_the_run_label_column(flower):
     assert columns[:4] == ["name", "uuid", "state", "kwargs"], columns
 
 
-@pytest.mark.skipif(not CHROMIUM, reason="no chromium on PATH")
+@pytest.mark.slow  # a browser
 def test_make_runs_flower_link_opens_the_list_filtered_to_the_instance_in_a_browser(
     flower, client, uid, tmp_path
 ):

@@ -54,6 +54,7 @@ def reconciler_beat(tmp_path):
     beat.stop()
 
 
+@pytest.mark.slow  # the shipped step lease and reconcile interval
 @pytest.mark.timeout(2 * STEP_LEASE + 90)
 def test_a_sigkilled_workers_step_is_run_again_within_two_step_leases_under_the_defaults(
     client, uid, redis_client, workers, reconciler_beat

@@ -38,7 +38,7 @@ def test_on_redis_timers_still_hop_at_half_the_visibility_timeout():
 @pytest.fixture(scope="module", params=["classic", "quorum"])
 def rabbitmq(request, tmp_path_factory):
     """A vhost and a worker whose queues are of one type; yields the processes' environment."""
-    vhost = rabbitmq_vhost(request.config)
+    vhost = rabbitmq_vhost()
     env = {**os.environ, "CELERY_BROKER_URL": vhost.url, "CELERY_QUEUE_TYPE": request.param}
     worker = Worker(tmp_path_factory.mktemp("worker") / "worker.log", env=env)
     try:
@@ -85,8 +85,8 @@ def test_a_run_started_from_a_process_of_that_queue_type_completes(rabbitmq, cli
 
 
 # -- make run --------------------------------------------------------------------------
-def test_make_run_uses_celery_broker_url_and_keeps_redis_for_records(tmp_path, request):
-    vhost = rabbitmq_vhost(request.config)
+def test_make_run_uses_celery_broker_url_and_keeps_redis_for_records(tmp_path):
+    vhost = rabbitmq_vhost()
     try:
         server = DevServer(tmp_path / "make-run.log", run_dir=tmp_path / "var",
                            CELERY_BROKER_URL=vhost.url).start()

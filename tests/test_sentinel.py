@@ -29,7 +29,7 @@ from tests.services import SentinelGroup, http_json
 from tests.test_api_http import Gunicorn, request
 from tests.workers import Worker, wait_until
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 TERMINAL = {"Completed", "Failed", "Terminated"}
 
 
