@@ -16,14 +16,14 @@ def _exchange_types(vhost: str) -> dict[str, str]:
 
 
 def test_task_sent_events_declare_rabbitmqs_topic_exchange_after_a_switch(
-    app, pytestconfig, redis_client, redis_server, uid
+    app, redis_client, redis_server, uid
 ):
     queue = f"test-queue-{uid}"
     # Celery's task sender and event dispatcher are built on the Redis broker first.
     say_hello.si([], "Tokyo").apply_async(ignore_result=True, queue=queue)
     redis_client.delete(queue)
     assert app.conf.task_send_sent_event
-    vhost = rabbitmq_vhost(pytestconfig)
+    vhost = rabbitmq_vhost()
     options = app.conf.broker_transport_options
     point_app_at(app, vhost.url, {"confirm_publish": True})
     try:
