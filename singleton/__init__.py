@@ -19,7 +19,7 @@ The public surface, grouped:
   to the HTTP layer and the CLI).
 """
 
-from .client import OrchestrationClient, StartedRun, StatusPage
+from .client import OrchestrationClient, StartedRun
 from .durable import UNSET, continue_as_new, set_custom_status, wait_for_external_event
 from .errors import (
     ErrorCategory,
@@ -46,6 +46,7 @@ from .errors import (
 )
 from .orchestrator import get_orchestrator, orchestrator, orchestrator_names
 from .policies import IfFinished, IfLive
+from .queries import StatusPage
 from .runs import CurrentRun, current_run
 from .settings import Settings
 from .signals import (

@@ -22,6 +22,8 @@ SPINE = [
     "singleton.runtime",
     "singleton.worker",
     "singleton.durable",
+    "singleton.queries",
+    "singleton.controls",
     "singleton.client",
     "singleton.schedules",
     "singleton.wiring",

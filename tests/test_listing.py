@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from singleton import OrchestrationClient, OrchestrationStatus, RuntimeStatus
-from singleton.client import SCAN_FACTOR
+from singleton.queries import SCAN_FACTOR
 from singleton.runtime import runtime
 from singleton.store import SHARDS, Store
 
