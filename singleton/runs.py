@@ -206,8 +206,12 @@ def hand_on(step: dict[str, Any], identity: RunIdentity) -> None:
     Unless it carries a run's stamp already: a replacement's tasks, or a message from
     before the first message carried one stamp. Its result is not stored either (the
     run's record keeps what status queries need): it skips Celery's result write (SETEX
-    and PUBLISH), unless the orchestrator asked for it on that step.
+    and PUBLISH), unless the orchestrator asked for it on that step. A group or chord
+    (a replacement may put one in the chain) is no plain chain's step and is left as it
+    is: a chord's header must store its results.
     """
+    if step.get("subtask_type"):
+        return
     options = step.setdefault("options", {})
     if STAMP not in options and STAMP_RUN not in options:
         _stamp_options(options, identity.stamps())

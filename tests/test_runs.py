@@ -196,6 +196,10 @@ def test_handing_on_stamps_the_next_step_and_keeps_what_it_already_says() -> Non
     step = {"task": "next", "options": {STAMP: other, "stamped_headers": [STAMP]}}
     hand_on(step, IDENTITY)
     assert step["options"][STAMP] == other
+    # A group in the chain (a replacement's) is not a step to stamp: its tasks are.
+    step = {"task": "celery.group", "subtask_type": "group", "options": {}}
+    hand_on(step, IDENTITY)
+    assert step["options"] == {}
 
 
 def skipped_in_log(worker, task: str, instance_id: str) -> bool:
