@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -27,6 +28,9 @@ STAMP_NAME = "singleton_orchestrator"
 # Messages published before the compact stamp carried these four.
 _OLD_STAMPS = (STAMP_INSTANCE, STAMP_RUN, STAMP_NAME, "singleton_final")
 COMPLETE_TASK = "singleton.complete"
+# A task class with this attribute true stamps the next step of its chain as its gate
+# lets it run or hands its stored result on (SingletonTask does).
+HANDS_ON = "singleton_hands_on"
 # The stamp's first character: does the run end with the last step of a plain chain
 # (whose success completes it) or with an appended completion task?
 _ENDS_WITH_LAST_STEP, _ENDS_WITH_COMPLETION = "p", "c"
@@ -154,12 +158,14 @@ def _single(value: Any) -> Any:
 def run_canvas(
     app: Celery, canvas: Signature, identity: RunIdentity, *, deterministic: bool = False
 ) -> tuple[Signature, RunIdentity]:
-    """Wrap an orchestrator's canvas for one run: pick its final step and stamp every task.
+    """Wrap an orchestrator's canvas for one run: pick its final step and stamp its tasks.
 
     A single task or a chain of single tasks gets a preset id on its last task: that
-    step's success completes the run, with no extra task. Any other canvas (a group
-    or chord anywhere in it) gets a completion task appended instead, since Celery may
-    give the tasks it builds at publish time new ids. Failures need no errback: the
+    step's success completes the run, with no extra task. Only its first task is
+    stamped: each step's worker stamps the next (``hand_on``) before Celery publishes
+    it. Any other canvas (a group or chord anywhere in it) gets a completion task
+    appended instead, since Celery may give the tasks it builds at publish time new
+    ids, and every one of its tasks is stamped here. Failures need no errback: the
     worker's ``task_failure`` handler fails the run of any stamped task.
 
     With ``deterministic``, a plain canvas's task ids derive from the run id, so a
@@ -184,15 +190,37 @@ def run_canvas(
             step.options["task_id"] = str(uuid5(namespace, str(n)))
     final = steps[-1].options.setdefault("task_id", uuid())
     identity = replace(identity, final=final, plain=True)
-    stamps = identity.stamps()
-    for step in steps:
-        _stamp(step, stamps)
-    for step in steps[1:]:
-        # The run's record keeps what status queries need, and the first step is published
-        # without a result already: a later step skips Celery's result write (SETEX and
-        # PUBLISH) too, unless the orchestrator asked for it on that step.
-        step.options.setdefault("ignore_result", True)
+    _stamp(steps[0], identity.stamps())
+    for before, step in pairwise(steps):
+        # Each step's worker stamps the next one as its gate lets it go (hand_on), so the
+        # first message carries one stamp; a step whose task may not do that (not known
+        # here as a singleton task) leaves its successor stamped in the message.
+        if not _hands_on(app, before):
+            hand_on(step, identity)
     return canvas, identity
+
+
+def hand_on(step: dict[str, Any], identity: RunIdentity) -> None:
+    """Mark `step`, the next step of a plain chain (a signature or its dict), as a step of the run.
+
+    Unless it carries a run's stamp already: a replacement's tasks, or a message from
+    before the first message carried one stamp. Its result is not stored either (the
+    run's record keeps what status queries need): it skips Celery's result write (SETEX
+    and PUBLISH), unless the orchestrator asked for it on that step. A group or chord
+    (a replacement may put one in the chain) is no plain chain's step and is left as it
+    is: a chord's header must store its results.
+    """
+    if step.get("subtask_type"):
+        return
+    options = step.setdefault("options", {})
+    if STAMP not in options and STAMP_RUN not in options:
+        _stamp_options(options, identity.stamps())
+    options.setdefault("ignore_result", True)
+
+
+def _hands_on(app: Celery, step: Signature) -> bool:
+    # SingletonTask says so with this attribute (the worker module imports this one).
+    return bool(getattr(app.tasks.get(step.task), HANDS_ON, False))
 
 
 def broker_countdown(app: Celery, countdown: float) -> float:
@@ -260,9 +288,13 @@ def _signature(app: Celery, value: dict[str, Any]) -> Signature:
 
 
 def _stamp(task: Signature, stamps: dict[str, str]) -> None:
+    _stamp_options(task.options, stamps)
+
+
+def _stamp_options(options: dict[str, Any], stamps: dict[str, str]) -> None:
     # What Signature.stamp() writes for plain headers, without its visitor walk.
-    stamped = [*task.options.get("stamped_headers", ()), *stamps]
-    task.options.update(stamps, stamped_headers=list(dict.fromkeys(stamped)))
+    stamped = [*options.get("stamped_headers", ()), *stamps]
+    options.update(stamps, stamped_headers=list(dict.fromkeys(stamped)))
 
 
 def _tasks(canvas: Signature) -> Iterator[Signature]:

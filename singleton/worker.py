@@ -20,7 +20,7 @@ from kombu.utils.json import dumps, loads
 
 from .errors import ServiceUnavailable
 from .leases import Lease
-from .runs import CurrentRun, RunIdentity, broker_countdown, running_in
+from .runs import CurrentRun, RunIdentity, broker_countdown, hand_on, running_in
 from .runtime import Runtime, runtime
 from .signals import gate_decided, run_ended, step_finished, step_started
 from .status import RuntimeStatus
@@ -53,6 +53,8 @@ class SingletonTask(Task):
     """
 
     Request = SingletonRequest
+    #: run_canvas leaves the next step's stamp to this class (runs.HANDS_ON names it).
+    singleton_hands_on = True
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the step through its gate when it belongs to a run."""
@@ -71,12 +73,14 @@ class SingletonTask(Task):
         gate_decided.send(sender=self, verdict=gate.outcome)
         match gate.outcome:
             case StepVerdict.RUN:
+                self._hand_on(identity)
                 run = CurrentRun(identity.instance_id, identity.run_id, gate.fence, identity.name)
                 with running_in(run):
                     return self._run_leased(rt, identity, lease, args, kwargs)
             case StepVerdict.DONE:
                 # A redelivery of a step that already succeeded: hand its result on again;
                 # a duplicate of the next step is stopped by that step's own gate.
+                self._hand_on(identity)
                 return loads(gate.detail)
             case StepVerdict.BUSY:
                 # Another delivery holds the lease; come back when it would have expired.
@@ -90,6 +94,14 @@ class SingletonTask(Task):
             self.name, lease.task_id, identity.run_id, identity.instance_id, gate.outcome, gate.detail,
         )
         raise Ignore()
+
+    def _hand_on(self, identity: RunIdentity) -> None:
+        # A plain chain's first message stamps only its first step: stamp the next one,
+        # which Celery's tracer publishes (chain[-1], with the rest as its chain) once this
+        # step returns. Before user code, so that what a step parks (the rest of its chain
+        # when it waits for an event) or a replacement takes over is stamped too.
+        if identity.plain and self.request.chain:
+            hand_on(self.request.chain[-1], identity)
 
     def _gate(self, rt: Runtime, identity: RunIdentity, lease: Lease, message: str) -> StepGate:
         # A store that restarts or fails over is back within seconds: wait for it (up to

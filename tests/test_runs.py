@@ -8,15 +8,26 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from celery import chord
+from celery import Task, chain, chord
 from celery.canvas import Signature
 
 from singleton import CurrentRun, NotInRun, RuntimeStatus, current_run
-from singleton.runs import COMPLETE_TASK, STAMP, RunIdentity, broker_countdown, run_canvas, run_message
+from singleton.runs import (
+    COMPLETE_TASK,
+    STAMP,
+    RunIdentity,
+    broker_countdown,
+    hand_on,
+    run_canvas,
+    run_message,
+)
 from singleton.runtime import runtime
 from tests.durability import module_worker
 from tests.holds import ledger_write
-from tests.probe import NESTED_SHAPES, events, nested_canvas, seen
+from tests.probe import NESTED_SHAPES, events, nested_canvas, probe_step, release_all, seen
+from tests.workers import wait_until
+
+IDENTITY = RunIdentity("nightly", "ab" * 16, "Report")
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +142,85 @@ def test_a_link_of_a_chord_callback_carries_the_runs_stamp(app) -> None:
     names, unstamped = unstamped_in_message(app, chord([seen.si(key="k", name="member")], callback))
     assert names == {"member", "callback", "linked", COMPLETE_TASK}
     assert not unstamped
+
+
+@pytest.fixture(scope="module")
+def unfenced_step(app) -> Task:
+    """A task of a plain Celery class, which has no gate and stamps nothing."""
+
+    @app.task(name="tests.test_runs.unfenced", base=Task, shared=False)
+    def unfenced() -> None:
+        """Do nothing."""
+
+    return unfenced
+
+
+def plain_message(app, canvas: Signature) -> tuple[dict, list[dict]]:
+    """The first step and the rest of the chain as a plain run's first message sends them."""
+    published, _ = run_canvas(app, canvas, IDENTITY)
+    message = json.loads(json.dumps(run_message(published)))
+    return message["first"], message["chain"]
+
+
+def test_a_plain_chains_first_message_stamps_only_its_first_step(app) -> None:
+    first, rest = plain_message(app, chain(*(probe_step.si(0, "k") for _ in range(3))))
+    assert first["options"][STAMP] == IDENTITY.stamp_value()
+    assert first["options"]["stamped_headers"] == [STAMP]
+    # The later steps keep their preset ids (a second publish repeats them) and nothing else.
+    assert [list(step["options"]) for step in rest] == [["task_id"], ["task_id"]]
+
+
+def test_a_step_after_a_task_that_stamps_nothing_is_stamped_in_the_first_message(app, unfenced_step) -> None:
+    unknown = app.signature("tests.test_runs.not_registered_here")
+    canvas = chain(probe_step.si(0, "k"), unfenced_step.si(), unknown, probe_step.si(0, "k"))
+    _, rest = plain_message(app, canvas)
+    # The chain field lists the last step first: after unknown, after unfenced, after probe_step.
+    stamped = IDENTITY.stamp_value()
+    assert [step["options"].get(STAMP) for step in rest] == [stamped, stamped, None]
+    assert [step["options"].get("ignore_result") for step in rest] == [True, True, None]
+
+
+def test_handing_on_stamps_the_next_step_and_keeps_what_it_already_says() -> None:
+    step = {"task": "next", "options": {"task_id": "t2"}}
+    hand_on(step, IDENTITY)
+    assert step["options"] == {"task_id": "t2", STAMP: IDENTITY.stamp_value(), "stamped_headers": [STAMP],
+                               "ignore_result": True}
+    # An explicit choice to keep the result stays; another stamp (tracing's) stays beside.
+    step = {"task": "next", "options": {"ignore_result": False, "stamped_headers": ["singleton_trace"],
+                                        "singleton_trace": "00-ab-cd-01"}}
+    hand_on(step, IDENTITY)
+    assert step["options"]["ignore_result"] is False
+    assert step["options"]["stamped_headers"] == ["singleton_trace", STAMP]
+    # A step stamped already (a replacement's, say) keeps its stamp.
+    other = RunIdentity("nightly", "cd" * 16, "Report").stamp_value()
+    step = {"task": "next", "options": {STAMP: other, "stamped_headers": [STAMP]}}
+    hand_on(step, IDENTITY)
+    assert step["options"][STAMP] == other
+    # A group in the chain (a replacement's) is not a step to stamp: its tasks are.
+    step = {"task": "celery.group", "subtask_type": "group", "options": {}}
+    hand_on(step, IDENTITY)
+    assert step["options"] == {}
+
+
+def skipped_in_log(worker, task: str, instance_id: str) -> bool:
+    """Return True once `worker` logged that a gate stopped a step `task` of `instance_id`."""
+    lines = worker.text().splitlines()
+    return any(f"Skipping {task}[" in line and repr(instance_id) in line for line in lines)
+
+
+def test_a_later_step_of_a_run_started_from_its_first_message_alone_is_fenced(
+    client, uid, redis_client, holds_worker
+) -> None:
+    # The first message stamps only the held step: the worker that runs it stamps the
+    # probe step after it. Terminated in between, that step reaches its gate, which
+    # stops it before any user code runs.
+    client.start_new("HeldThenStep", uid, {"key": uid})
+    try:
+        wait_until(lambda: events(redis_client, uid), 20, "the first step to start")
+        client.terminate(uid, reason="between steps")
+    finally:
+        release_all(redis_client, uid)
+    wait_until(lambda: skipped_in_log(holds_worker, "tests.probe.probe_step", uid), 20,
+               "the second step's gate to stop it")
+    assert [e["event"] for e in events(redis_client, uid)] == ["start", "end"]
+    assert client.get_status(uid).runtime_status is RuntimeStatus.TERMINATED
