@@ -23,7 +23,7 @@ from kombu.utils.json import dumps, loads
 from .errors import InvalidInput, NotInRun, ServiceUnavailable
 from .orchestrator import get_orchestrator
 from .runs import RunIdentity, apply_run, broker_countdown, run_canvas
-from .runtime import runtime
+from .runtime import Runtime, runtime
 from .signals import send_release_ended
 from .status import RuntimeStatus, validate_event_name
 from .store import Release, StepVerdict, Verdict
@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 WAIT_TASK = "singleton.wait_for_external_event"
 CONTINUE_TASK = "singleton.continue_as_new"
 TIMER_TASK = "singleton.timer"
+# An event timeout's timer's task id: this prefix, then its wait step's task id. The
+# reconciler (reap.lua) tells a kept timer from a kept step by it.
+TIMER_ID_PREFIX = "timer:"
 
 
 # -- canvas steps -----------------------------------------------------------------
@@ -137,13 +140,33 @@ def _publish(app: Celery, park: dict[str, Any], value: Any) -> None:
     signature(rest.pop(), app=app).apply_async((value,), chain=rest or None)
 
 
-def start_timer(app: Celery, deadline: float, action: dict[str, Any]) -> None:
-    """Publish a timer message that performs `action` at `deadline` (epoch seconds)."""
-    hop = runtime(app).settings.max_countdown
-    countdown = max(0.0, min(deadline - time.time(), hop))
-    app.signature(TIMER_TASK, args=(deadline, action)).apply_async(
-        countdown=broker_countdown(app, countdown), ignore_result=True
-    )
+def start_timer(app: Celery, deadline: float, action: dict[str, Any], *, task_id: str | None = None) -> None:
+    """Publish a timer message that performs `action` at `deadline` (epoch seconds).
+
+    An event timeout's timer is kept in its run's steps before the broker has it, as a
+    countdown step is (``recovery.keep_published``): a worker holds a countdown message
+    unacked until it is due, so one killed leaves it to the broker's visibility timeout;
+    the reconciler sends the kept one again a step lease after it was due. Each hop
+    keeps its message over the last one, under the same task id (`task_id`, the hop's
+    own; a new timer's is derived from its wait step's).
+    """
+    rt = runtime(app)
+    countdown = max(0.0, min(deadline - time.time(), rt.settings.max_countdown))
+    if action["kind"] == "event_timeout":
+        task_id = task_id or f"{TIMER_ID_PREFIX}{action['task']}"
+    timer = app.signature(TIMER_TASK, args=(deadline, action), task_id=task_id, ignore_result=True)
+    if action["kind"] == "event_timeout":
+        _keep_timer(rt, timer, action, wait_s=countdown + rt.settings.step_lease)
+    timer.apply_async(countdown=broker_countdown(app, countdown))
+
+
+def _keep_timer(rt: Runtime, timer: Signature, action: dict[str, Any], *, wait_s: float) -> None:
+    try:
+        rt.store.keep_published(action["instance"], run_id=action["run"], task_id=timer.id,
+                                message_json=dumps(dict(timer)), wait_s=wait_s, replace=True)
+    except ServiceUnavailable:
+        # The publish goes on: the broker alone holds the timer, as for any other message.
+        logger.warning("The store is unreachable; a timer of instance %r is not kept.", action["instance"])
 
 
 def publish_continued(app: Celery, instance_id: str, name: str, run_id: str, input: Any,
@@ -239,13 +262,14 @@ class ContinueTask(SingletonTask):
         raise Ignore()
 
 
-def _perform(app: Celery, action: dict[str, Any]) -> None:
+def _perform(app: Celery, action: dict[str, Any], *, timer_id: str) -> None:
     store = runtime(app).store
     instance_id = action["instance"]
     if action["kind"] == "event_timeout":
         failure = dumps(f"EventTimeout: no '{action['event']}' event within {action['timeout']} s")
         release = store.event_timeout(
-            instance_id, run_id=action["run"], task_id=action["task"], failure_json=failure
+            instance_id, run_id=action["run"], task_id=action["task"], failure_json=failure,
+            timer_id=timer_id,
         )
         send_release_ended(app, store, instance_id, release.outcome)
         if release.outcome is Verdict.RELEASE:
@@ -274,6 +298,7 @@ def register(app: Celery) -> None:
     @app.task(name=TIMER_TASK, bind=True, base=Task)
     def timer(self: Task, deadline: float, action: dict[str, Any]) -> None:
         if deadline - time.time() > 0.05:
-            start_timer(self.app, deadline, action)  # one more hop
+            start_timer(self.app, deadline, action, task_id=self.request.id)  # one more hop
             return
-        _perform(self.app, action)
+        # (No request id when the body is called in-process rather than delivered.)
+        _perform(self.app, action, timer_id=self.request.id or "")

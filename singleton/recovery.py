@@ -25,7 +25,10 @@ cannot stand for them once one of them starts (a worker that pops a message and 
 before the Redis transport records it as unacked, which it does in a second command,
 leaves it nowhere), and countdown messages (a continued run's first step), which a
 worker holds unacked until they are due, so a killed one leaves them to the broker's
-visibility timeout. Any other step is handed on by the step before it (reap.lua).
+visibility timeout. Event-timeout timers carry no run stamps, so this receiver does not
+see them: ``singleton.durable.start_timer`` keeps each the same way, and the reconciler
+sends one again a step lease after it was due. Any other step is handed on by the step
+before it (reap.lua).
 
 The reconciler is the ``singleton.reconcile`` task; celeryconfig schedules it with
 beat (``reconcile_entry``) every ``singleton_reconcile_interval`` seconds. Every decision is made inside

@@ -14,6 +14,7 @@ from singleton import (
     InvalidTransition,
     RuntimeStatus,
 )
+from singleton.durable import TIMER_ID_PREFIX
 from singleton.runtime import runtime
 from tests.probe import events, release
 from tests.services import both_brokers
@@ -144,6 +145,30 @@ def test_a_wait_longer_than_one_timer_hop_still_times_out(client, uid):
     # The tests' timers hop at most 3 s (SINGLETON_MAX_COUNTDOWN): this wait takes two hops.
     client.start_new("WaitWithTimeout", uid, {"key": uid, "timeout": 4, "default": "late"})
     assert client.wait_for_completion(uid, timeout=30).output == "late"
+
+
+def kept_timers(app, instance_id: str) -> dict[bytes, bytes]:
+    """The event-timeout timers kept in the run's steps (task id -> marker)."""
+    steps = app.backend.client.hgetall(runtime(app).store.keys(instance_id).steps)
+    return {task: marker for task, marker in steps.items() if task.startswith(TIMER_ID_PREFIX.encode())}
+
+
+def test_a_hopping_timers_kept_entry_follows_each_hop(app, client, uid):
+    # As above, two hops: the timer is kept under one task id, due later with each hop.
+    client.start_new("WaitWithTimeout", uid, {"key": uid, "timeout": 4, "default": "late"})
+    seen: list[dict[bytes, bytes]] = []
+
+    def over() -> bool:
+        kept = kept_timers(app, uid)
+        if kept and kept not in seen:
+            seen.append(kept)
+        return client.get_status(uid).runtime_status.is_terminal
+
+    wait_until(over, 30, "the timeout to hand on its default")
+    assert client.get_status(uid).output == "late"
+    assert len(seen) == 2 and seen[0].keys() == seen[1].keys(), seen
+    (first,), (second,) = seen[0].values(), seen[1].values()
+    assert int(second.rsplit(b":", 1)[1]) > int(first.rsplit(b":", 1)[1])
 
 
 def test_an_event_that_arrives_before_the_timeout_wins(app, client, uid):

@@ -1,6 +1,7 @@
-"""Recovery of steps the broker lost before they reached their gate: a group's member
-and a countdown message are kept as they are published (singleton.recovery.keep_published)
-and sent again by the reconciler.
+"""Recovery of steps the broker lost before they reached their gate: a group's member,
+a countdown message and an event-timeout timer are kept as they are published
+(singleton.recovery.keep_published, singleton.durable.start_timer) and sent again by
+the reconciler.
 
 Its own module: the tests need the broker's queue to themselves, with no other worker
 consuming it (another module's worker would take the messages first).
@@ -8,10 +9,13 @@ consuming it (another module's worker would take the messages first).
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 import sys
 
 from singleton import RuntimeStatus
+from singleton.durable import TIMER_TASK
 from tests.durability import HOLDS, reconcile_once
 from tests.probe import events, release
 from tests.workers import Worker, wait_until
@@ -99,3 +103,46 @@ def test_a_continued_runs_first_step_a_killed_worker_held_until_due_is_sent_agai
             if w is not None:
                 w.stop()
     assert held_by_a_worker(redis_client, new_run)  # the original still waits for its hour
+
+
+def timer_held_by_a_worker(redis_client, instance_id: str) -> bool:
+    """Is an event-timeout timer of `instance_id` unacked in the Redis broker?
+
+    Timers carry no run stamps: the instance is named in the message body (its action).
+    """
+    messages = [json.loads(entry)[0] for entry in redis_client.hvals("unacked")]
+    return any(m["headers"].get("task") == TIMER_TASK and instance_id.encode() in base64.b64decode(m["body"])
+               for m in messages)
+
+
+def test_an_event_timeout_timer_a_killed_worker_held_until_due_is_sent_again(
+    app, client, uid, redis_client, tmp_path
+):
+    # As above: a killed worker leaves the countdown message it holds to the broker's
+    # visibility timeout, the shipped hour, so only the layer can fire the timeout
+    # within the test. The step lease is the session's 2 s (so the test ends in
+    # seconds); the shipped lease takes the same path in the reconciler, only later.
+    env = {"SINGLETON_VISIBILITY_TIMEOUT": "3600"}
+    first = Worker(tmp_path / "worker-1.log", env=env, imports=HOLDS).start()
+    second = None
+    try:
+        client.start_new("WaitWithTimeout", uid, {"key": uid, "timeout": 2, "default": "late"})
+        wait_until(lambda: timer_held_by_a_worker(redis_client, uid), 10,
+                   "the worker to take the timer message")
+        first.kill()
+        second = Worker(tmp_path / "worker-2.log", env=env, imports=HOLDS).start()
+        # Beat's reconciler pass, run here: the timer kept at publish goes out again a
+        # step lease after it was due.
+        done = wait_until(lambda: reconcile_once(app) is not None and client.get_status(uid).runtime_status
+                          .is_terminal and client.get_status(uid), 30, "the timeout to hand on the default")
+        # Passes after the timer fired send nothing again: its kept entry went with it.
+        assert all(not reconcile_once(app).get("resent") for _ in range(3))
+    finally:
+        for w in (first, second):
+            if w is not None:
+                w.stop()
+    assert done.runtime_status is RuntimeStatus.COMPLETED, done.output
+    assert done.output == "late"
+    got = [e for e in events(redis_client, uid) if e["event"] == "got"]
+    assert [e["value"] for e in got] == ["late"], got  # the timeout fired once
+    assert timer_held_by_a_worker(redis_client, uid)  # the original still waits for its hour

@@ -9,8 +9,10 @@ import uuid
 import redis
 
 from singleton import RuntimeStatus
+from singleton.recovery import reconcile
 from singleton.store import Store
 from tests.test_store import claim, keys_of
+from tests.workers import wait_until
 
 
 def run_of(store: Store, instance_id: str) -> str:
@@ -122,6 +124,56 @@ def test_an_event_timeout_after_the_event_does_nothing(store: Store) -> None:
     assert (
         store.event_timeout("a", run_id=run, task_id="t1", failure_json='"EventTimeout"').outcome == "stale"
     )
+
+
+# -- kept timers ----------------------------------------------------------------------------
+TIMER = "timer:t1"  # an event timeout's timer: its wait step's task id, prefixed
+
+
+def keep_timer(store: Store, instance_id: str, message: str, wait_s: float) -> bool:
+    return store.keep_published(instance_id, run_id=run_of(store, instance_id), task_id=TIMER,
+                                message_json=message, wait_s=wait_s, replace=True)
+
+
+def test_a_kept_timer_is_sent_again_when_due_and_dropped_when_it_fires(store: Store, redis_client) -> None:
+    claim(store, "a")
+    begin(store, "a")
+    park_for(store, "a", "Go", default_json='"late"')
+    run = run_of(store, "a")
+    assert keep_timer(store, "a", '{"task": "singleton.timer"}', wait_s=0.2)
+    sent: list[str] = []
+    # Its worker died holding it: a step lease (0.2 s here) after it was due, it goes again.
+    resent = wait_until(lambda: reconcile(store, send=sent.append).get("resent"), 5, "the timer sent again")
+    assert resent == 1
+    assert sent == ['{"task": "singleton.timer"}']
+    fired = store.event_timeout("a", run_id=run, task_id="t1", failure_json='"EventTimeout"', timer_id=TIMER)
+    assert (fired.outcome, fired.value) == ("release", '"late"')
+    assert not {TIMER, f"m:{TIMER}"} & set(redis_client.hkeys(store.keys("a").steps))
+    # The broker's own redelivery, an hour on, or a second reconciler's: harmless.
+    again = store.event_timeout("a", run_id=run, task_id="t1", failure_json='"EventTimeout"', timer_id=TIMER)
+    assert again.outcome == "stale"
+    assert store.read("a")["status"] == "Running"
+
+
+def test_a_timers_hop_keeps_its_next_message_over_its_last(store: Store, redis_client) -> None:
+    claim(store, "a")
+    begin(store, "a")
+    park_for(store, "a", "Go")
+    assert keep_timer(store, "a", '{"hop": 1}', wait_s=30)
+    assert keep_timer(store, "a", '{"hop": 2}', wait_s=60)
+    assert redis_client.hget(store.keys("a").steps, f"m:{TIMER}") == b'{"hop": 2}'
+    # A step is kept once: published again, its gates answer for it.
+    assert not store.keep_published("a", run_id=run_of(store, "a"), task_id=TIMER, message_json="{}",
+                                    wait_s=1)
+
+
+def test_a_kept_timer_does_not_keep_a_run_with_nothing_running_alive(store: Store) -> None:
+    run = store.claim("quiet", name="Probe", run_id=uuid.uuid4().hex, input_json="null", lease_s=0.2)
+    assert store.keep_published("quiet", run_id=run.run_id, task_id=TIMER, message_json="{}", wait_s=30,
+                                replace=True)
+    # Its wait is over (or never parked) and its messages are gone: lost after its lease.
+    assert wait_until(lambda: reconcile(store).get("lost"), 5, "the run to be failed as lost") == 1
+    assert store.read("quiet")["status"] == "Failed"
 
 
 # -- suspend and resume -------------------------------------------------------------------

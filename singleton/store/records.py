@@ -256,14 +256,16 @@ class Store:
 
     @_unavailable
     def keep_published(
-        self, instance_id: str, *, run_id: str, task_id: str, message_json: str, wait_s: float
+        self, instance_id: str, *, run_id: str, task_id: str, message_json: str, wait_s: float,
+        replace: bool = False,
     ) -> bool:
         """Keep a step's message as it is published (a group's member, a countdown), until its gate.
 
         If it has not reached its gate within `wait_s`, the reconciler sends it again (same task id).
-        False when the run is not current and live, or the step is known already.
+        False when the run is not current and live, or the step is known already (unless
+        `replace`: a timer's hop keeps its next message over its last one).
         """
-        args = [run_id, task_id, message_json, _us(wait_s), self._retention_us]
+        args = [run_id, task_id, message_json, _us(wait_s), self._retention_us, "1" if replace else ""]
         return bool(self._run("published", instance_id, args))
 
     @_unavailable
@@ -387,12 +389,15 @@ class Store:
         return _release(self._run("raise_event", instance_id, args))
 
     @_unavailable
-    def event_timeout(self, instance_id: str, *, run_id: str, task_id: str, failure_json: str) -> Release:
+    def event_timeout(self, instance_id: str, *, run_id: str, task_id: str, failure_json: str,
+                      timer_id: str = "") -> Release:
         """End a wait that is still waiting: fail the run, or hand it its default.
 
         A wait that has not parked yet is NOTED: it ends the same way as it parks.
+        `timer_id` is the firing timer's task id: its kept message is dropped, so the
+        reconciler does not send it again.
         """
-        args = [run_id, task_id, self._retention_us, failure_json]
+        args = [run_id, task_id, self._retention_us, failure_json, timer_id]
         return _release(self._run("event_timeout", instance_id, args))
 
     # -- inside a run -----------------------------------------------------------

@@ -1,6 +1,8 @@
 -- reap: look at a live run that is overdue: send again the steps whose lease ran out
 -- with no completion (their worker died), else fail the run if it gave no sign of
--- life within its lease (lost) or passed its deadline (timed out).
+-- life within its lease (lost) or passed its deadline (timed out). A kept event-timeout
+-- timer (task id "timer:<wait step's task id>", singleton.durable.start_timer) is sent
+-- again like a kept step, once due; it does not count as a step running.
 -- KEYS: the instance's keys (prelude.lua); uses inst, steps, expiring, hist, events,
 --   alive, drain.
 -- ARGV: 1 retention_us, 2 lost_output (JSON), 3 timed_out_output (JSON), 4 resend_us
@@ -34,7 +36,9 @@ for i = 1, #steps, 2 do
   local message = redis.call('HGET', k.steps, 'm:' .. task)
   if string.sub(marker, 1, 4) == 'run:' then
     if lease_end(marker) > now then
-      running = true
+      -- A kept timer (its task id "timer:...") is no step running: a run whose
+      -- wait is over and whose messages are gone is lost all the same.
+      running = running or string.sub(task, 1, 6) ~= 'timer:'
     elseif message then
       redis.call('HSET', k.steps, task, 'run:resent:' .. fmt(now + resend_us))
       table.insert(resend, message)
