@@ -164,8 +164,9 @@ class OrchestrationClient(InstanceControls):
         sent: list[bool] = []
 
         def shared() -> ClaimResult:
+            # A probe only asks the policies: the input, up to max_payload, stays here.
             answer, by_me = self._contention.probe(key, first=first, send=lambda n: self._store.claim(
-                instance_id, run_id="", probe=n, **options))
+                instance_id, run_id="", probe=n, **{**options, "input_json": ""}))
             sent.append(by_me)
             return answer
 

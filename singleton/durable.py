@@ -152,10 +152,11 @@ def start_timer(app: Celery, deadline: float, action: dict[str, Any], *, task_id
     """
     rt = runtime(app)
     countdown = max(0.0, min(deadline - time.time(), rt.settings.max_countdown))
-    if action["kind"] == "event_timeout":
-        task_id = task_id or f"{TIMER_ID_PREFIX}{action['task']}"
-    timer = app.signature(TIMER_TASK, args=(deadline, action), task_id=task_id, ignore_result=True)
-    if action["kind"] == "event_timeout":
+    kept = action["kind"] == "event_timeout"
+    # Only a kept timer keeps its id from hop to hop; any other gets a new one per hop.
+    timer_id = (task_id or f"{TIMER_ID_PREFIX}{action['task']}") if kept else None
+    timer = app.signature(TIMER_TASK, args=(deadline, action), task_id=timer_id, ignore_result=True)
+    if kept:
         _keep_timer(rt, timer, action, wait_s=countdown + rt.settings.step_lease)
     timer.apply_async(countdown=broker_countdown(app, countdown))
 

@@ -174,7 +174,8 @@ def reconcile_entry(interval: float) -> dict[str, Any]:
 
 def register(app: Celery) -> None:
     """Register the reconciler task on `app`, and keep the messages the broker may lose."""
-    before_task_publish.connect(keep_published(app), weak=False)
+    # One receiver per app, however often init_app runs on it.
+    before_task_publish.connect(keep_published(app), weak=False, dispatch_uid=f"singleton.keep.{id(app)}")
 
     @app.task(name=RECONCILE_TASK, bind=True, base=Task, ignore_result=True)
     def reconcile_task(self: Task) -> dict[str, int]:
