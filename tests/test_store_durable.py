@@ -126,6 +126,17 @@ def test_an_event_timeout_after_the_event_does_nothing(store: Store) -> None:
     )
 
 
+# -- kept messages ------------------------------------------------------------------------
+def test_a_delivery_whose_parent_is_the_step_itself_keeps_its_message(store: Store, redis_client) -> None:
+    # A busy wait re-publishes the step from inside its own task, so Celery names the
+    # step itself as the delivery's parent: its start must not drop the message it keeps.
+    claim(store, "a")
+    gate = store.begin_step("a", run_id=run_of(store, "a"), task_id="t1", token="x", lease_s=30,
+                            message_json='{"task": "step"}', parent_id="t1")
+    assert gate.outcome == "run"
+    assert redis_client.hget(store.keys("a").steps, "m:t1") == b'{"task": "step"}'
+
+
 # -- kept timers ----------------------------------------------------------------------------
 TIMER = "timer:t1"  # an event timeout's timer: its wait step's task id, prefixed
 

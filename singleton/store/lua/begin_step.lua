@@ -59,7 +59,9 @@ if message ~= '' then
 else
   redis.call('HSET', k.steps, task_id, marker, 't:' .. task_id, began)
 end
-if parent ~= '' then redis.call('HDEL', k.steps, 'm:' .. parent) end
+-- A delivery a busy wait re-published names the step itself as its parent (Celery's
+-- parent is the task that published it): the message just kept stays.
+if parent ~= '' and parent ~= task_id then redis.call('HDEL', k.steps, 'm:' .. parent) end
 redis.call('PEXPIRE', k.steps, math.floor(retention_us / 1000))
 alive(nil, lease)
 if cur[2] ~= 'Running' then
